@@ -1,0 +1,146 @@
+"""Stage 8: the barrier gate, from the probabilities of touching the upper / lower barrier first.
+
+p_peak is the probability that the price touches +barrier first within the
+horizon, p_valley that it touches -barrier first. For a long,
+
+    g = clip((1 - p_peak)^gamma * (0.5 + 0.5 * p_valley)^delta, g_min, 1),
+
+and for a short the roles of p_peak and p_valley swap. The gate scales the
+size of a new position; entries are blocked and existing positions exited on
+the thresholds of PIPELINE.md, stage 8.
+
+Shapes: N symbols. Probabilities outside [0, 1] are clipped into it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["BarrierGateResult", "barrier_gate"]
+
+
+@dataclass(frozen=True)
+class BarrierGateResult:
+    """Outcome of :func:`barrier_gate`.
+
+    Attributes
+    ----------
+    gate : ndarray, shape (N,)
+        Size multiplier in [g_min, 1] (1 for a missing model with ``missing='neutral'``).
+    entry_blocked : ndarray, shape (N,), bool
+        A new position in ``direction`` is forbidden.
+    exit : ndarray, shape (N,), bool
+        The existing position (``position_sign``) must be closed.
+    reason : ndarray, shape (N,), str
+        First that applies of 'exit_long_barrier', 'exit_long_alpha',
+        'exit_short_barrier', 'exit_short_alpha', 'barrier_blocks_long',
+        'barrier_blocks_short'; '' for none.
+    used_fallback : ndarray, shape (N,), bool
+        A probability was NaN and its fallback value was used.
+    """
+
+    gate: np.ndarray
+    entry_blocked: np.ndarray
+    exit: np.ndarray
+    reason: np.ndarray
+    used_fallback: np.ndarray
+
+
+def barrier_gate(
+    p_peak: np.ndarray,
+    p_valley: np.ndarray,
+    direction: np.ndarray,
+    position_sign: np.ndarray,
+    alpha_bps: np.ndarray,
+    g_min: float = 0.2,
+    gamma: float = 1.0,
+    delta: float = 0.5,
+    block_long_p_peak: float = 0.6,
+    block_short_p_valley: float = 0.55,
+    exit_long_p_peak: float = 0.65,
+    exit_short_p_valley: float = 0.60,
+    missing: str = "fallback",
+    fallback_p_peak: float = 0.3,
+    fallback_p_valley: float = 0.3,
+) -> BarrierGateResult:
+    """Gate, entry blocks and exits of every symbol.
+
+    Parameters
+    ----------
+    p_peak, p_valley : ndarray, shape (N,)
+        Barrier-touch probabilities of the chosen horizon; NaN when there is no
+        barrier model (a symbol counts as missing when either is NaN).
+    direction : ndarray, shape (N,), int
+        Direction of the intended entry: +1 long, -1 short, 0 none (the gate is
+        then computed as for a long, and nothing is blocked).
+    position_sign : ndarray, shape (N,)
+        Sign of the existing position (any signed position size works: only its
+        sign is used); 0 or NaN for none.
+    alpha_bps : ndarray, shape (N,)
+        Alpha of the chosen horizon, bps; a long is exited when it is < 0, a
+        short when it is > 0. NaN never triggers an alpha exit.
+    g_min, gamma, delta : float
+        Gate floor and exponents.
+    block_long_p_peak, block_short_p_valley : float
+        Entry blocked when the adverse probability is strictly above these.
+    exit_long_p_peak, exit_short_p_valley : float
+        Existing position exited when the adverse probability is strictly above these.
+    missing : {'fallback', 'neutral'}
+        Missing model: 'fallback' replaces each NaN probability by
+        ``fallback_p_peak`` / ``fallback_p_valley``; 'neutral' sets g = 1 and
+        never blocks or exits on barriers (alpha exits still apply).
+    fallback_p_peak, fallback_p_valley : float
+        Stand-in probabilities for ``missing='fallback'``.
+
+    Returns
+    -------
+    BarrierGateResult
+    """
+    if missing not in ("fallback", "neutral"):
+        raise ValueError(f"missing must be 'fallback' or 'neutral', got {missing!r}")
+    pp = np.asarray(p_peak, dtype=np.float64)
+    pv = np.asarray(p_valley, dtype=np.float64)
+    dirn = np.asarray(direction)
+    pos = np.asarray(position_sign, dtype=np.float64)
+    alpha = np.asarray(alpha_bps, dtype=np.float64)
+
+    absent = np.isnan(pp) | np.isnan(pv)
+    if missing == "fallback":
+        used_fallback = absent
+        informed = np.ones(pp.shape, dtype=bool)
+        pp = np.where(np.isnan(pp), fallback_p_peak, pp)
+        pv = np.where(np.isnan(pv), fallback_p_valley, pv)
+    else:
+        used_fallback = np.zeros(pp.shape, dtype=bool)
+        informed = ~absent
+        # Placeholders only: every use below is masked by `informed`.
+        pp = np.where(absent, 0.0, pp)
+        pv = np.where(absent, 0.0, pv)
+    pp = np.clip(pp, 0.0, 1.0)
+    pv = np.clip(pv, 0.0, 1.0)
+
+    short = dirn < 0
+    adverse = np.where(short, pv, pp)
+    favourable = np.where(short, pp, pv)
+    raw = (1.0 - adverse) ** gamma * (0.5 + 0.5 * favourable) ** delta
+    gate = np.where(informed, np.clip(raw, g_min, 1.0), 1.0)
+
+    blocks_long = informed & (dirn > 0) & (pp > block_long_p_peak)
+    blocks_short = informed & short & (pv > block_short_p_valley)
+    long_barrier = informed & (pos > 0) & (pp > exit_long_p_peak)
+    long_alpha = (pos > 0) & (alpha < 0)
+    short_barrier = informed & (pos < 0) & (pv > exit_short_p_valley)
+    short_alpha = (pos < 0) & (alpha > 0)
+
+    conds = [long_barrier, long_alpha, short_barrier, short_alpha, blocks_long, blocks_short]
+    names = ["exit_long_barrier", "exit_long_alpha", "exit_short_barrier", "exit_short_alpha",
+             "barrier_blocks_long", "barrier_blocks_short"]
+    return BarrierGateResult(
+        gate=gate,
+        entry_blocked=blocks_long | blocks_short,
+        exit=long_barrier | long_alpha | short_barrier | short_alpha,
+        reason=np.select(conds, names, default="").astype(str),
+        used_fallback=used_fallback,
+    )

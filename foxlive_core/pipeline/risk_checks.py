@@ -1,0 +1,187 @@
+"""Stage 10 (and the kill switch of stage 1): per-trade limits and portfolio limits.
+
+A change of weight is *risk-increasing* when it grows |w| or flips its sign,
+and *risk-reducing* otherwise (towards zero, same side). Risk-reducing changes
+always pass; risk-increasing ones are blocked by the kill switch, the position
+limit and the gross-exposure limit. A blocked symbol keeps its current weight.
+
+Portfolio limits (daily loss, drawdown) decide whether the kill switch trips;
+keeping it on until an operator resumes the book is the caller's job.
+
+Shapes: N symbols; weights are signed fractions of portfolio value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["GROSS_TOLERANCE", "PortfolioRisk", "RiskCheckResult", "portfolio_risk", "trade_risk_checks"]
+
+# Gross exposure may exceed its limit by this much before trades are blocked:
+# weights scaled to exactly the limit must not fail it on rounding.
+GROSS_TOLERANCE = 1e-12
+
+
+@dataclass(frozen=True)
+class RiskCheckResult:
+    """Outcome of :func:`trade_risk_checks`.
+
+    Attributes
+    ----------
+    allowed : ndarray, shape (N,), bool
+        The change to ``target`` may be sent (True also where nothing changes).
+    reason : ndarray, shape (N,), str
+        'kill_switch_active', 'position_limit' or 'gross_limit' for a blocked
+        change (first that applies); '' when allowed.
+    final_target : ndarray, shape (N,)
+        ``target`` where allowed, else the current weight.
+    gross_after : float
+        sum |final_target|.
+    """
+
+    allowed: np.ndarray
+    reason: np.ndarray
+    final_target: np.ndarray
+    gross_after: float
+
+
+@dataclass(frozen=True)
+class PortfolioRisk:
+    """Outcome of :func:`portfolio_risk`.
+
+    Attributes
+    ----------
+    daily_pnl : float
+        ``portfolio_value - start_of_day_value``, dollars.
+    daily_return : float
+        ``daily_pnl / start_of_day_value``, decimal.
+    drawdown : float
+        ``max(0, 1 - portfolio_value / high_water_mark)``, fraction >= 0.
+    gross_exposure, net_exposure : float
+        The exposures given, as fractions of portfolio value.
+    breach : bool
+        A limit is broken: the kill switch must trip.
+    reason : str
+        'daily_loss_limit', 'drawdown_limit' (when only the drawdown is broken) or ''.
+    detail : str
+        The broken figures and their limits, e.g.
+        'daily loss -2.31% beyond limit -2.00%'; '' when no breach.
+    """
+
+    daily_pnl: float
+    daily_return: float
+    drawdown: float
+    gross_exposure: float
+    net_exposure: float
+    breach: bool
+    reason: str
+    detail: str
+
+
+def trade_risk_checks(
+    target: np.ndarray,
+    current_weight: np.ndarray,
+    max_position_weight: float = 0.20,
+    max_gross_exposure: float = 1.0,
+    halted: bool = False,
+) -> RiskCheckResult:
+    """Allow or block each symbol's change from ``current_weight`` to ``target``.
+
+    Parameters
+    ----------
+    target, current_weight : ndarray, shape (N,)
+        Signed weights; both must be finite.
+    max_position_weight : float
+        A risk-increasing change to |target| above this is blocked.
+    max_gross_exposure : float
+        When sum |w| after every otherwise-allowed change exceeds this (by more
+        than ``GROSS_TOLERANCE``), all risk-increasing changes are blocked and
+        only risk-reducing ones go through.
+    halted : bool
+        Kill switch on: every risk-increasing change is blocked.
+
+    Returns
+    -------
+    RiskCheckResult
+    """
+    tgt = np.asarray(target, dtype=np.float64)
+    cur = np.asarray(current_weight, dtype=np.float64)
+    if tgt.shape != cur.shape or not (np.all(np.isfinite(tgt)) and np.all(np.isfinite(cur))):
+        raise ValueError(f"target and current_weight must be finite arrays of one shape, got {tgt.shape} and {cur.shape}")
+
+    increasing = (np.abs(tgt) > np.abs(cur)) | (np.sign(tgt) * np.sign(cur) < 0)
+    kill = increasing & halted
+    position = increasing & ~kill & (np.abs(tgt) > max_position_weight)
+    allowed = ~(kill | position)
+    gross = np.abs(np.where(allowed, tgt, cur)).sum()
+    gross_block = increasing & allowed & (gross > max_gross_exposure + GROSS_TOLERANCE)
+    allowed &= ~gross_block
+    final = np.where(allowed, tgt, cur)
+    reason = np.select(
+        [kill, position, gross_block], ["kill_switch_active", "position_limit", "gross_limit"], default=""
+    ).astype(str)
+    return RiskCheckResult(allowed=allowed, reason=reason, final_target=final, gross_after=float(np.abs(final).sum()))
+
+
+def portfolio_risk(
+    portfolio_value: float,
+    start_of_day_value: float,
+    high_water_mark: float,
+    gross_exposure: float,
+    net_exposure: float,
+    daily_loss_limit: float = 0.02,
+    drawdown_limit: float = 0.10,
+) -> PortfolioRisk:
+    """Daily P&L and drawdown of the book, and whether they break the kill-switch limits.
+
+    Parameters
+    ----------
+    portfolio_value : float
+        Current value (cash + positions at market), dollars; must be finite.
+    start_of_day_value : float
+        Value at the start of the session, dollars; > 0.
+    high_water_mark : float
+        Highest value seen, dollars; > 0. A value above it gives drawdown 0.
+    gross_exposure, net_exposure : float
+        Sum of |position value| and of signed position value, dollars
+        (reported as fractions of ``portfolio_value``).
+    daily_loss_limit : float
+        Breach when ``daily_return < -daily_loss_limit``.
+    drawdown_limit : float
+        Breach when ``drawdown > drawdown_limit``.
+
+    Returns
+    -------
+    PortfolioRisk
+    """
+    pv = float(portfolio_value)
+    sod = float(start_of_day_value)
+    hwm = float(high_water_mark)
+    if not (np.isfinite(pv) and np.isfinite(sod) and np.isfinite(hwm)) or sod <= 0 or hwm <= 0:
+        raise ValueError(
+            f"portfolio_value must be finite and start_of_day_value, high_water_mark finite and > 0; "
+            f"got {pv!r}, {sod!r}, {hwm!r}"
+        )
+    pnl = pv - sod
+    ret = pnl / sod
+    drawdown = max(0.0, 1.0 - pv / hwm)
+    loss_breach = ret < -daily_loss_limit
+    dd_breach = drawdown > drawdown_limit
+    details = []
+    if loss_breach:
+        details.append(f"daily loss {ret:.2%} beyond limit {-daily_loss_limit:.2%}")
+    if dd_breach:
+        details.append(f"drawdown {drawdown:.2%} beyond limit {drawdown_limit:.2%}")
+    reason = "daily_loss_limit" if loss_breach else "drawdown_limit" if dd_breach else ""
+    return PortfolioRisk(
+        daily_pnl=pnl,
+        daily_return=ret,
+        drawdown=drawdown,
+        gross_exposure=float(gross_exposure) / pv if pv else float("nan"),
+        net_exposure=float(net_exposure) / pv if pv else float("nan"),
+        breach=bool(loss_breach or dd_breach),
+        reason=reason,
+        detail="; ".join(details),
+    )

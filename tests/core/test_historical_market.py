@@ -1,0 +1,321 @@
+"""HistoricalMarket: file layouts, alignment, quotes, ADV and every validation rule in both repair modes."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from foxlive_core.calendar import TradingCalendar
+from foxlive_core.config import HistoricalConfig, MarketConfig, SimulatedConfig
+from foxlive_core.data.historical import HistoricalMarket
+from foxlive_core.data.protocol import MarketData
+from foxlive_core.errors import DataError
+
+T = pd.Timestamp
+UTC = "UTC"
+CAL = TradingCalendar("XNYS", 5)
+# three sessions: 2 Jan, 3 Jan, 6 Jan 2025 (78 bars each)
+TIMES = CAL.bar_times(T("2025-01-02T14:30Z"), T("2025-01-06T21:00Z"))
+SYMS = ("AAA", "BBB")
+
+
+def make_market(repair: bool = True) -> MarketConfig:
+    sim = SimulatedConfig(
+        seed=7, start="2025-01-02", start_price_min=20.0, start_price_max=400.0, market_vol_bp=6.0,
+        idio_vol_bp=10.0, vol_of_vol=0.15, vol_persistence=0.98, reversal_strength=0.08, drift_strength=0.25,
+        base_spread_bps=2.0, spread_vol_mult=0.15, missing_bar_prob=0.001, adv_min_dollars=5e6, adv_max_dollars=5e8,
+    )
+    return MarketConfig(
+        source="historical", calendar="XNYS", bar_interval="5m", max_fill_bars=3,
+        historical=HistoricalConfig(path="unused", quote_spread_bps=2.0, repair=repair), simulated=sim,
+    )
+
+
+def expected(j: int) -> dict[str, np.ndarray]:
+    """Known bars of symbol j: close rises 0.01 per bar, volume 10,000(j+1) + 37 i."""
+    i = np.arange(len(TIMES), dtype=float)
+    close = 100.0 + 10.0 * j + 0.01 * i
+    return {"open": close - 0.005, "high": close + 0.02, "low": close - 0.025, "close": close,
+            "volume": 10_000.0 * (j + 1) + 37.0 * i}
+
+
+def frame_of(j: int, times=TIMES) -> pd.DataFrame:
+    return pd.DataFrame({"time": [t.isoformat() for t in times], **expected(j)})
+
+
+def write(tmp_path, frames: dict[str, pd.DataFrame], layout: str) -> None:
+    """Write ``frames`` (per symbol) as per-symbol or long CSV/Parquet files."""
+    fmt, shape = layout.split("_")
+    if shape == "long":
+        out = {"all": pd.concat([f.assign(symbol=s) for s, f in frames.items()], ignore_index=True)}
+    else:
+        out = frames
+    for name, f in out.items():
+        if fmt == "csv":
+            f.to_csv(tmp_path / f"{name}.csv", index=False)
+        else:
+            f = f.copy()
+            f["time"] = pd.to_datetime(f["time"], format="ISO8601", utc=True)
+            f.to_parquet(tmp_path / f"{name}.parquet", index=False)
+
+
+LAYOUTS = ("csv_persymbol", "parquet_persymbol", "csv_long", "parquet_long")
+
+
+# ------------------------------------------------------------------ layouts and alignment
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_gives_the_same_bars(tmp_path, layout):
+    write(tmp_path, {s: frame_of(j) for j, s in enumerate(SYMS)}, layout)
+    market = HistoricalMarket(tmp_path, make_market(repair=False))
+    assert isinstance(market, MarketData)
+    assert market.symbols == SYMS
+    assert market.first_time == T("2025-01-02 14:35", tz=UTC) and market.last_time == T("2025-01-06 21:00", tz=UTC)
+    panel = market.bars(None, "2025-01-02T14:30Z", "2025-01-06T21:00Z")
+    assert list(panel.times) == list(TIMES) and len(TIMES) == 3 * 78
+    for j in range(2):
+        for field, values in expected(j).items():
+            np.testing.assert_array_equal(getattr(panel, field)[:, j], values)
+    assert market.repairs == []
+
+
+def test_offsets_other_than_utc_are_converted(tmp_path):
+    f = frame_of(0)
+    f["time"] = [t.tz_convert("America/New_York").isoformat() for t in TIMES]  # 09:35-05:00 ...
+    assert f["time"].iloc[0] == "2025-01-02T09:35:00-05:00"
+    write(tmp_path, {"AAA": f}, "csv_persymbol")
+    panel = HistoricalMarket(tmp_path, make_market(repair=False)).bars(["AAA"], TIMES[0], TIMES[-1])
+    assert list(panel.times) == list(TIMES)
+    np.testing.assert_array_equal(panel.close[:, 0], expected(0)["close"])
+
+
+def test_absent_bars_are_nan_rows_on_the_calendar(tmp_path):
+    a = frame_of(0).drop(index=[10, 11, 12])
+    b = frame_of(1).iloc[78:]  # BBB starts on the second session
+    write(tmp_path, {"AAA": a, "BBB": b}, "csv_persymbol")
+    market = HistoricalMarket(tmp_path, make_market(repair=False))
+    panel = market.bars(None, TIMES[0], TIMES[-1])
+    assert panel.shape == (234, 2)
+    assert np.isnan(panel.close[10:13, 0]).all() and np.isfinite(panel.close[13:, 0]).all()
+    assert np.isnan(panel.volume[:78, 1]).all()
+    np.testing.assert_array_equal(panel.close[78:, 1], expected(1)["close"][78:])
+    tail = market.bars_ending_at(["BBB", "AAA"], "2025-01-02T15:37Z", 4)
+    assert list(tail.times) == list(TIMES[9:13]) and tail.symbols == ("BBB", "AAA")
+    np.testing.assert_array_equal(tail.close[:, 1], [expected(0)["close"][9], np.nan, np.nan, np.nan])
+
+
+def test_symbol_selection_and_unknown_symbols(tmp_path):
+    write(tmp_path, {s: frame_of(j) for j, s in enumerate(SYMS)}, "csv_long")
+    only_b = HistoricalMarket(tmp_path, make_market(), symbols=["BBB"])
+    assert only_b.symbols == ("BBB",)
+    with pytest.raises(DataError, match=r"no rows for symbol\(s\) \['ZZZ'\]"):
+        HistoricalMarket(tmp_path, make_market(), symbols=["BBB", "ZZZ"])
+    with pytest.raises(DataError, match=r"unknown symbol\(s\) \['AAA'\]"):
+        only_b.bars(["AAA"], TIMES[0], TIMES[5])
+
+
+def test_unknown_symbol_file_and_request_errors(tmp_path):
+    write(tmp_path, {s: frame_of(j) for j, s in enumerate(SYMS)}, "csv_persymbol")
+    with pytest.raises(DataError, match=r"no file for symbol\(s\) \['ZZZ'\]"):
+        HistoricalMarket(tmp_path, make_market(), symbols=["ZZZ"])
+    market = HistoricalMarket(tmp_path, make_market())
+    with pytest.raises(DataError, match=r"unknown symbol\(s\) \['CCC'\]"):
+        market.quotes(["AAA", "CCC"], TIMES[5])
+    with pytest.raises(DataError, match="timezone-naive"):
+        market.bars(["AAA"], "2025-01-02 15:00", TIMES[10])
+    with pytest.raises(DataError, match=r"before the historical data's first bar 2025-01-02 14:35"):
+        market.bars(["AAA"], "2024-12-31T15:00Z", TIMES[10])
+    with pytest.raises(DataError, match=r"after the historical data's last bar 2025-01-06 21:00"):
+        market.bars(["AAA"], TIMES[10], "2025-01-07T15:00Z")
+    with pytest.raises(DataError, match=r"only 2 bars .* 3 asked"):
+        market.bars_ending_at(["AAA"], TIMES[1], 3)
+
+
+# ------------------------------------------------------------------ quotes and adv
+
+
+def test_quotes_from_the_latest_bar(tmp_path):
+    a = frame_of(0).drop(index=[100])  # AAA lacks the 100th bar
+    write(tmp_path, {"AAA": a, "BBB": frame_of(1)}, "csv_persymbol")
+    market = HistoricalMarket(tmp_path, make_market())
+    q = market.quotes(None, TIMES[100] + pd.Timedelta(minutes=2))
+    close_a, close_b = expected(0)["close"][99], expected(1)["close"][100]
+    # 2 bps spread: bid/ask = close -/+ 1 bp
+    np.testing.assert_allclose(q.bid, [close_a * (1 - 1e-4), close_b * (1 - 1e-4)], rtol=1e-12)
+    np.testing.assert_allclose(q.ask, [close_a * (1 + 1e-4), close_b * (1 + 1e-4)], rtol=1e-12)
+    # sizes max(100, round(volume / 10, -2)): AAA bar 99 volume 13,663 -> 1,400; BBB bar 100 23,700 -> 2,400
+    np.testing.assert_array_equal(q.bid_size, [1400.0, 2400.0])
+    np.testing.assert_array_equal(q.ask_size, [1400.0, 2400.0])
+    assert list(q.time) == [TIMES[99].tz_localize(None).as_unit("ns").to_datetime64(),
+                            TIMES[100].tz_localize(None).as_unit("ns").to_datetime64()]
+    # small volume floors at one round lot; after the last close the last bar is still quoted
+    tiny = frame_of(0).assign(volume=40.0)
+    write(tmp_path, {"AAA": tiny}, "csv_persymbol")
+    late = HistoricalMarket(tmp_path, make_market()).quotes(["AAA"], "2025-01-07T02:00Z")
+    assert late.bid_size[0] == 100.0 and late.time[0] == np.datetime64("2025-01-06T21:00:00", "ns")
+
+
+def test_adv_averages_complete_previous_sessions(tmp_path):
+    b = frame_of(1).iloc[78:]  # BBB has no bar in the first session
+    write(tmp_path, {"AAA": frame_of(0), "BBB": b}, "parquet_persymbol")
+    market = HistoricalMarket(tmp_path, make_market())
+    daily = [np.sum((expected(j)["close"] * expected(j)["volume"]).reshape(3, 78), axis=1) for j in range(2)]
+    assert np.isnan(market.adv(None, "2025-01-02T18:00Z")).all()  # nothing before the first session
+    # at the close of session 2 (6 Jan) that session is not complete: sessions 0 and 1
+    np.testing.assert_allclose(market.adv(None, "2025-01-06T21:00Z"), [daily[0][:2].mean(), daily[1][1]], rtol=1e-12)
+    np.testing.assert_allclose(market.adv(["AAA"], "2025-01-03T15:00Z"), [daily[0][0]], rtol=1e-12)
+
+
+# ------------------------------------------------------------------ validation rules, both modes
+
+
+def _swap(f):
+    f = f.copy()
+    f.iloc[[5, 6]] = f.iloc[[6, 5]].to_numpy()
+    return f
+
+
+def _duplicate(f):
+    dup = f.iloc[[5]].assign(open=555.0, high=556.0, low=555.0, close=555.0)
+    return pd.concat([f.iloc[:6], dup, f.iloc[6:]], ignore_index=True)
+
+
+def _set(row, **values):
+    def mutate(f):
+        f = f.copy().astype({k: object for k in values})
+        for k, v in values.items():
+            f.loc[row, k] = v(f.loc[row]) if callable(v) else v
+        return f
+
+    return mutate
+
+
+# (name, mutation of AAA's frame, strict error regex, repaired: (bar index, AAA close) or None, repair note)
+RULES = [
+    ("unsorted", _swap, r"AAA\.csv row 7 \(2025-01-02T15:00:00\+00:00\): a time earlier than the row before it",
+     None, r"AAA\.csv: sorted 1 row\(s\) .*\(rows 7\)"),
+    ("duplicate", _duplicate, r"AAA\.csv row 7 \(2025-01-02T15:00:00\+00:00\): a time already given in an earlier row",
+     (5, 555.0), r"AAA\.csv: dropped 1 row\(s\) with a duplicate time \(kept the last\) \(rows 6\)"),
+    ("nan price", _set(8, close=""), r"AAA\.csv row 9 \(2025-01-02T15:15:00\+00:00\): a NaN, non-numeric or non-positive price",
+     (8, np.nan), r"AAA\.csv: dropped 1 row\(s\) with a NaN.*\(rows 9\)"),
+    ("zero price", _set(9, open=0.0), r"AAA\.csv row 10 .*non-positive price", (9, np.nan), r"\(rows 10\)"),
+    ("high below low", _set(10, high=lambda r: float(r["low"]) - 1.0), r"AAA\.csv row 11 .*high below low/open/close",
+     (10, np.nan), r"AAA\.csv: dropped 1 row\(s\) with high below.*\(rows 11\)"),
+    ("high below close", _set(11, high=lambda r: float(r["close"]) - 0.001), r"AAA\.csv row 12 .*high below low",
+     (11, np.nan), r"\(rows 12\)"),
+    ("low above open", _set(12, low=lambda r: float(r["open"]) + 0.001), r"AAA\.csv row 13 .*low above open/close",
+     (12, np.nan), r"\(rows 13\)"),
+    ("negative volume", _set(13, volume=-5.0), r"AAA\.csv row 14 \(2025-01-02T15:40:00\+00:00\): a negative or missing volume",
+     (13, np.nan), r"AAA\.csv: dropped 1 row\(s\) with a negative or missing volume \(rows 14\)"),
+    ("off calendar", _set(14, time="2025-01-02T15:46:00Z"),
+     r"AAA\.csv row 15 \(2025-01-02T15:46:00\+00:00\): a time that is not a XNYS 5m bar close time",
+     (14, np.nan), r"AAA\.csv: dropped 1 row\(s\) with a time that is not a XNYS 5m bar close time \(rows 15\)"),
+]
+
+
+@pytest.mark.parametrize("name,mutate,strict_error,repaired,note", RULES, ids=[r[0] for r in RULES])
+def test_rule_strict_mode_names_file_row_and_problem(tmp_path, name, mutate, strict_error, repaired, note):
+    write(tmp_path, {"AAA": mutate(frame_of(0)), "BBB": frame_of(1)}, "csv_persymbol")
+    with pytest.raises(DataError, match=strict_error):
+        HistoricalMarket(tmp_path, make_market(repair=False))
+
+
+@pytest.mark.parametrize("name,mutate,strict_error,repaired,note", RULES, ids=[r[0] for r in RULES])
+def test_rule_repair_mode_fixes_and_records(tmp_path, name, mutate, strict_error, repaired, note):
+    write(tmp_path, {"AAA": mutate(frame_of(0)), "BBB": frame_of(1)}, "csv_persymbol")
+    market = HistoricalMarket(tmp_path, make_market(repair=True))
+    assert len(market.repairs) == 1, market.repairs
+    assert re.search(note, market.repairs[0]), market.repairs[0]
+    panel = market.bars(None, TIMES[0], TIMES[-1])
+    assert list(panel.times) == list(TIMES)
+    want = expected(0)["close"].copy()
+    if repaired is not None:
+        row, value = repaired
+        want[row] = value
+        if np.isnan(value):  # a dropped row is a missing bar: every field NaN
+            assert np.isnan([getattr(panel, f)[row, 0] for f in ("open", "high", "low", "close", "volume")]).all()
+    np.testing.assert_array_equal(panel.close[:, 0], want)
+    np.testing.assert_array_equal(panel.close[:, 1], expected(1)["close"])
+
+
+def test_strict_mode_lists_every_problem(tmp_path):
+    f = _set(13, volume=-5.0)(_set(8, close="")(frame_of(0)))
+    write(tmp_path, {"AAA": f}, "csv_persymbol")
+    with pytest.raises(DataError, match=r"2 problem\(s\): AAA\.csv row 9 .*; AAA\.csv row 14 .*repair: true"):
+        HistoricalMarket(tmp_path, make_market(repair=False))
+
+
+def test_long_file_rows_are_rows_of_that_file(tmp_path):
+    frames = {s: frame_of(j) for j, s in enumerate(SYMS)}
+    frames["BBB"] = _set(3, volume=-1.0)(frames["BBB"])
+    write(tmp_path, frames, "csv_long")
+    with pytest.raises(DataError, match=r"all\.csv row 238 \(2025-01-02T14:50:00\+00:00\): a negative"):
+        HistoricalMarket(tmp_path, make_market(repair=False))  # BBB's rows follow AAA's 234
+    market = HistoricalMarket(tmp_path, make_market(repair=True))
+    assert market.repairs == ["all.csv: dropped 1 row(s) with a negative or missing volume (rows 238)"]
+    assert np.isnan(market.bars(["BBB"], TIMES[3], TIMES[3]).close[0, 0])
+
+
+# ------------------------------------------------------------------ always errors
+
+
+@pytest.mark.parametrize("repair", [False, True])
+def test_naive_and_unparseable_times_are_always_errors(tmp_path, repair):
+    write(tmp_path, {"AAA": _set(3, time="2025-01-02T14:50:00")(frame_of(0))}, "csv_persymbol")
+    with pytest.raises(DataError, match=r"AAA\.csv row\(s\) 4: time '2025-01-02T14:50:00' has no timezone offset"):
+        HistoricalMarket(tmp_path, make_market(repair=repair))
+    write(tmp_path, {"AAA": _set(3, time="2025-13-45T99:00:00Z")(frame_of(0))}, "csv_persymbol")
+    with pytest.raises(DataError, match=r"AAA\.csv row\(s\) 4: time '2025-13-45T99:00:00Z' is not an ISO 8601"):
+        HistoricalMarket(tmp_path, make_market(repair=repair))
+
+
+@pytest.mark.parametrize("repair", [False, True])
+def test_naive_parquet_column_is_always_an_error(tmp_path, repair):
+    f = frame_of(0)
+    f["time"] = pd.to_datetime(f["time"], format="ISO8601").dt.tz_localize(None)
+    f.to_parquet(tmp_path / "AAA.parquet", index=False)
+    with pytest.raises(DataError, match=r"AAA\.parquet row 1: column 'time' is timezone-naive"):
+        HistoricalMarket(tmp_path, make_market(repair=repair))
+
+
+@pytest.mark.parametrize("repair", [False, True])
+def test_missing_columns_are_always_an_error(tmp_path, repair):
+    write(tmp_path, {"AAA": frame_of(0).drop(columns=["volume"]), "BBB": frame_of(1)}, "csv_persymbol")
+    with pytest.raises(DataError, match=r"AAA\.csv: missing column\(s\) \['volume'\]"):
+        HistoricalMarket(tmp_path, make_market(repair=repair))
+    (tmp_path / "AAA.csv").unlink()
+    (tmp_path / "BBB.csv").unlink()
+    write(tmp_path, {"AAA": frame_of(0)}, "parquet_persymbol")  # one file without a symbol column: per-symbol
+    assert HistoricalMarket(tmp_path, make_market(repair=repair)).symbols == ("AAA",)
+
+
+def test_directory_level_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        HistoricalMarket(tmp_path / "nowhere", make_market())
+    with pytest.raises(DataError, match="no .csv or .parquet files"):
+        HistoricalMarket(tmp_path, make_market())
+    write(tmp_path, {"AAA": frame_of(0)}, "csv_persymbol")
+    write(tmp_path, {"AAA": frame_of(0)}, "parquet_persymbol")
+    with pytest.raises(DataError, match="both AAA.csv and AAA.parquet hold 'AAA'"):
+        HistoricalMarket(tmp_path, make_market())
+    (tmp_path / "AAA.parquet").unlink()
+    frame_of(1).to_csv(tmp_path / "notes.csv", index=False)
+    with pytest.raises(DataError, match=r"file\(s\) \['notes.csv'\] are not named after a ticker"):
+        HistoricalMarket(tmp_path, make_market())
+    assert HistoricalMarket(tmp_path, make_market(), symbols=["AAA"]).symbols == ("AAA",)
+
+
+def test_symbol_columns_must_hold_tickers(tmp_path):
+    frame_of(0).assign(symbol="BBB").to_csv(tmp_path / "AAA.csv", index=False)
+    frame_of(1).to_csv(tmp_path / "BBB.csv", index=False)
+    with pytest.raises(DataError, match=r"AAA\.csv row\(s\) 1, 2, .*: symbol 'BBB' differs from the file name's symbol 'AAA'"):
+        HistoricalMarket(tmp_path, make_market())
+    long = tmp_path / "long"
+    long.mkdir()
+    frame_of(0).assign(symbol=["AAA"] * 233 + ["bad sym"]).to_csv(long / "bars.csv", index=False)
+    with pytest.raises(DataError, match=r"bars\.csv row\(s\) 234: symbol 'bad sym' is not a ticker"):
+        HistoricalMarket(long, make_market())

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from foxlive_core.errors import ConfigError
@@ -120,6 +121,7 @@ class TrainingConfig:
     purge_bars: int = num(**_rng(0))
     max_rows: int = num(**_rng(1000))
     seed: int = num(**_rng(0))
+    threads: int = num(**_rng(1, 256))
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ class StandardizationConfig:
 
 @dataclass(frozen=True)
 class ConfidenceConfig:
-    ic_window: int = num(**_rng(2, 10_000))
+    ic_window: int = num(**_rng(2, 200))  # the exact tie-aware Spearman is O(W^2) per symbol
     ic_min_pairs: int = num(**_rng(2))
     ic_floor: float = num(**_rng(0.0, 1.0, lo_open=True))
     capacity_kappa: float = num(**_rng(0.0, lo_open=True))
@@ -250,6 +252,9 @@ class BrokerConfig:
 @dataclass(frozen=True)
 class EngineConfig:
     history_bars: int = num(**_rng(2, 100_000))
+    partitions_start: str = num()
+    max_consecutive_failures: int = num(**_rng(1, 1000))
+    stale_data_bars: int = num(**_rng(1, 10_000))
 
 
 @dataclass(frozen=True)
@@ -257,6 +262,7 @@ class FoxliveConfig:
     """The whole configuration. ``source_path`` is the YAML it came from."""
 
     book: str
+    replay_book: str
     paths: PathsConfig
     market: MarketConfig
     horizons: tuple[HorizonConfig, ...]
@@ -283,8 +289,8 @@ class FoxliveConfig:
 
     @property
     def home(self) -> Path:
-        env = os.environ.get(HOME_ENV_VAR)
-        return Path(env) if env else Path(self.paths.home).expanduser().absolute()
+        """Absolute directory of models and state (resolved once, when the config was loaded)."""
+        return Path(self.paths.home)
 
     @property
     def models_root(self) -> Path:
@@ -352,16 +358,23 @@ def resolve_config_path(path: str | os.PathLike | None = None) -> Path:
     return p
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> FoxliveConfig:
+def load_config(
+    path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None, home: str | os.PathLike | None = None
+) -> FoxliveConfig:
     """Load, validate and return the configuration.
 
     ``overrides`` is a nested dict merged over the YAML before validation (used
     by tests and by Dagster resources); it obeys the same rules as the file.
+    The home directory is ``home`` if given, else ``$FOXLIVE_HOME``, else
+    ``paths.home`` relative to the working directory; it is made absolute here.
     """
     p = resolve_config_path(path)
     raw = _read_yaml(p)
     if overrides:
         raw = _deep_merge(raw, overrides)
+    home = home or os.environ.get(HOME_ENV_VAR)
+    if isinstance(raw.get("paths"), dict) and (home or isinstance(raw["paths"].get("home"), str)):
+        raw["paths"] = {**raw["paths"], "home": str(Path(home or raw["paths"]["home"]).expanduser().absolute())}
     symbols_file = raw.get("paths", {}).get("symbols") if isinstance(raw.get("paths"), dict) else None
     cfg = _build(FoxliveConfig, {**raw, "source_path": str(p.resolve())}, "", skip={"symbols"})
     symbols = load_symbols(p.parent / symbols_file) if symbols_file else ()
@@ -562,8 +575,15 @@ def _validate_whole(cfg: FoxliveConfig) -> None:
             f"engine.history_bars: {cfg.engine.history_bars} is too short; the features need {feature_bars} bars "
             f"and measuring the longest horizon's realised return needs {return_bars}, so at least {need}"
         )
-    if not re.match(r"^[A-Za-z0-9_\-]+$", cfg.book):
-        raise ConfigError(f"book: {cfg.book!r} must be letters, digits, '_' or '-'")
+    for key in ("book", "replay_book"):
+        if not re.match(r"^[A-Za-z0-9_\-]+$", getattr(cfg, key)):
+            raise ConfigError(f"{key}: {getattr(cfg, key)!r} must be letters, digits, '_' or '-'")
+    if cfg.book == cfg.replay_book:
+        raise ConfigError(f"replay_book: {cfg.replay_book!r} is the live book; replays must never touch the live book, name another")
+    try:
+        pd.Timestamp(cfg.engine.partitions_start)
+    except ValueError:
+        raise ConfigError(f"engine.partitions_start: {cfg.engine.partitions_start!r} is not a date (use YYYY-MM-DD)") from None
 
 
 def config_to_dict(cfg: FoxliveConfig) -> dict:

@@ -36,3 +36,54 @@ def make_config(tmp_path, monkeypatch):
         return load_config(path)
 
     return _make
+
+
+SMALL_TRAINING = {
+    "models": {"training": {"sessions": 20}, "lightgbm": {"num_boost_round": 40}, "xgboost": {"num_boost_round": 40}},
+}
+SMALL_TRAIN_END = "2025-04-30T20:00Z"  # models trained up to here; the tests trade the sessions after it
+SMALL_UNIVERSE = 24
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """(cfg, market, TrainingResult): a quick training run on 24 simulated symbols, shared by the whole session.
+
+    The run lives in a session-wide models root; tests that need their own state
+    use :func:`engine_home` to get a fresh home pointing at a copy of it.
+    """
+    import pandas as pd
+
+    from foxlive_core.models.training import train_models
+    from foxlive_core.runtime import make_market
+
+    base = tmp_path_factory.mktemp("small_run")
+    cfg = load_config(write_config(base / "cfg", SMALL_TRAINING), home=base / "home")
+    symbols = cfg.symbols[:SMALL_UNIVERSE]
+    market = make_market(cfg, symbols)
+    result = train_models(cfg, market, pd.Timestamp(SMALL_TRAIN_END), symbols=symbols, progress=False)
+    return cfg, market, result
+
+
+@pytest.fixture
+def engine_home(small_run, tmp_path):
+    """make(overrides=None) -> TradingEngine on a fresh home whose models are the small run's."""
+    import dataclasses
+    import shutil
+
+    from foxlive_core.engine import TradingEngine
+    from foxlive_core.models.store import ModelStore
+    from foxlive_core.state import StateStore
+
+    cfg0, market, result = small_run
+
+    def _make(overrides: dict | None = None, market_override=None):
+        home = tmp_path / "home"
+        cfg = load_config(write_config(tmp_path / "cfg", {**SMALL_TRAINING, **(overrides or {})}), home=home)
+        if not (cfg.models_root / result.run_id).exists():
+            shutil.copytree(result.run_dir, cfg.models_root / result.run_id)
+        models = ModelStore(cfg.models_root).load(result.run_id, cfg)
+        symbols = cfg0.symbols[:SMALL_UNIVERSE]
+        return TradingEngine(cfg, market_override or market, models, StateStore(cfg.state_path), symbols=symbols)
+
+    return _make

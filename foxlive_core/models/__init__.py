@@ -1,0 +1,1 @@
+"""Models: training, native artifacts with checksums, verified loading and vectorised inference."""

@@ -1,0 +1,188 @@
+"""Model families: fit, save in the native format, load, predict.
+
+LightGBM (``model.txt``), XGBoost (``model.json``) and a ridge regression
+(``model.json`` with coefficients, feature means and scales). Nothing is ever
+pickled. Every family exposes the same four operations so training, loading
+and inference treat them alike; ``objective`` is ``"regression"`` for return
+models and ``"binary"`` for barrier classifiers (probabilities out).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from foxlive_core.config import SUPPORTED_FAMILIES, UNSUPPORTED_FAMILIES, FoxliveConfig
+from foxlive_core.errors import ModelError
+
+MODEL_FILES = {"lightgbm": "model.txt", "xgboost": "model.json", "ridge": "model.json"}
+
+
+def check_family(family: str, where: str) -> None:
+    if family.lower() in UNSUPPORTED_FAMILIES:
+        raise ModelError(
+            f"{where}: family {family!r} is unsupported (Keras/PyTorch families are out of scope); "
+            f"retrain with one of {list(SUPPORTED_FAMILIES)}"
+        )
+    if family not in SUPPORTED_FAMILIES:
+        raise ModelError(f"{where}: unknown model family {family!r}; supported are {list(SUPPORTED_FAMILIES)}")
+
+
+@dataclass
+class FittedModel:
+    """A trained model of one family; ``native`` is the library object (booster or ridge dict)."""
+
+    family: str
+    objective: str
+    native: object
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predictions for rows of X (M, F) with no NaN; returns (M,) float64."""
+        if X.shape[0] == 0:
+            return np.empty(0)
+        if self.family == "lightgbm":
+            return np.asarray(self.native.predict(X, num_threads=1), dtype=np.float64)
+        if self.family == "xgboost":
+            return np.asarray(self.native.inplace_predict(X), dtype=np.float64)
+        r = self.native
+        # Elementwise product and a row sum keep each row's result independent of how
+        # many rows are predicted together (a live cycle and a batched replay agree bitwise).
+        z = ((X - r["mean"]) / r["scale"] * r["coef"]).sum(axis=1) + r["intercept"]
+        if self.objective == "binary":
+            return 1.0 / (1.0 + np.exp(-z))
+        return z
+
+    def importance(self, feature_names: list[str]) -> dict[str, float]:
+        """Feature importance (gain for trees, |standardised coefficient| for ridge), summing to 1."""
+        if self.family == "lightgbm":
+            raw = self.native.feature_importance(importance_type="gain").astype(float)
+        elif self.family == "xgboost":
+            score = self.native.get_score(importance_type="gain")
+            raw = np.array([score.get(f"f{i}", 0.0) for i in range(len(feature_names))], dtype=float)
+        else:
+            raw = np.abs(self.native["coef"])
+        total = raw.sum()
+        raw = raw / total if total > 0 else raw
+        return dict(zip(feature_names, raw.tolist()))
+
+    def save(self, directory: Path) -> Path:
+        """Write the native model file into ``directory``; returns its path."""
+        path = directory / MODEL_FILES[self.family]
+        if self.family == "lightgbm":
+            self.native.save_model(str(path))
+        elif self.family == "xgboost":
+            self.native.save_model(str(path))
+        else:
+            r = self.native
+            payload = {
+                "format": "foxlive-ridge-v1",
+                "objective": self.objective,
+                "alpha": r["alpha"],
+                "intercept": float(r["intercept"]),
+                "coef": r["coef"].tolist(),
+                "mean": r["mean"].tolist(),
+                "scale": r["scale"].tolist(),
+            }
+            path.write_text(json.dumps(payload))
+        return path
+
+
+def fit(family: str, objective: str, X: np.ndarray, y: np.ndarray, cfg: FoxliveConfig, seed: int) -> FittedModel:
+    """Fit one model. X (M, F) float64 without NaN, y (M,) (returns, or 0/1 labels for ``binary``)."""
+    check_family(family, "models.families")
+    if family == "lightgbm":
+        import lightgbm as lgb
+
+        p = cfg.models.lightgbm
+        params = {
+            "objective": "binary" if objective == "binary" else "regression",
+            "learning_rate": p.learning_rate,
+            "num_leaves": p.num_leaves,
+            "min_data_in_leaf": p.min_data_in_leaf,
+            "feature_fraction": p.feature_fraction,
+            "bagging_fraction": p.bagging_fraction,
+            "bagging_freq": 1 if p.bagging_fraction < 1 else 0,
+            "lambda_l2": p.lambda_l2,
+            "seed": seed,
+            "deterministic": True,
+            "num_threads": cfg.models.training.threads,
+            "verbosity": -1,
+        }
+        booster = lgb.train(params, lgb.Dataset(X, label=y, free_raw_data=True), num_boost_round=p.num_boost_round)
+        return FittedModel(family, objective, booster)
+    if family == "xgboost":
+        import xgboost as xgb
+
+        p = cfg.models.xgboost
+        params = {
+            "objective": "binary:logistic" if objective == "binary" else "reg:squarederror",
+            "eta": p.learning_rate,
+            "max_depth": p.max_depth,
+            "min_child_weight": p.min_child_weight,
+            "subsample": p.subsample,
+            "colsample_bytree": p.colsample_bytree,
+            "lambda": p.reg_lambda,
+            "tree_method": "hist",
+            "seed": seed,
+            "nthread": cfg.models.training.threads,
+        }
+        booster = xgb.train(params, xgb.DMatrix(X, label=y), num_boost_round=p.num_boost_round)
+        booster.set_param({"nthread": 1})
+        return FittedModel(family, objective, booster)
+    return FittedModel(family, objective, _fit_ridge(X, y, cfg.models.ridge.alpha, objective))
+
+
+def _fit_ridge(X: np.ndarray, y: np.ndarray, alpha: float, objective: str) -> dict:
+    """Ridge on standardised features, closed form: (Z'Z + alpha*I) b = Z'(y - ybar).
+
+    For ``binary`` the same least-squares fit is made on the log-odds of
+    lightly smoothed labels, so the sigmoid of the output is a probability.
+    """
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    scale[scale < 1e-12] = 1.0
+    Z = (X - mean) / scale
+    if objective == "binary":
+        p = np.clip(y, 0.02, 0.98)
+        target = np.log(p / (1 - p))
+    else:
+        target = y
+    ybar = float(target.mean())
+    A = Z.T @ Z + alpha * np.eye(Z.shape[1])
+    coef = np.linalg.solve(A, Z.T @ (target - ybar))
+    return {"alpha": alpha, "intercept": ybar, "coef": coef, "mean": mean, "scale": scale}
+
+
+def load(family: str, objective: str, path: Path) -> FittedModel:
+    """Load a native model file written by :meth:`FittedModel.save`; any failure is a ModelError naming the file."""
+    check_family(family, str(path.parent / "model_meta.json"))
+    try:
+        if family == "lightgbm":
+            import lightgbm as lgb
+
+            return FittedModel(family, objective, lgb.Booster(model_file=str(path)))
+        if family == "xgboost":
+            import xgboost as xgb
+
+            booster = xgb.Booster()
+            booster.load_model(str(path))
+            booster.set_param({"nthread": 1})
+            return FittedModel(family, objective, booster)
+        payload = json.loads(path.read_text())
+        if payload.get("format") != "foxlive-ridge-v1":
+            raise ModelError(f"{path}: not a foxlive ridge model (format {payload.get('format')!r}, expected 'foxlive-ridge-v1')")
+        native = {
+            "alpha": payload["alpha"],
+            "intercept": float(payload["intercept"]),
+            "coef": np.asarray(payload["coef"], dtype=np.float64),
+            "mean": np.asarray(payload["mean"], dtype=np.float64),
+            "scale": np.asarray(payload["scale"], dtype=np.float64),
+        }
+        return FittedModel(family, objective, native)
+    except ModelError:
+        raise
+    except Exception as exc:  # the libraries raise their own error types for corrupt files
+        raise ModelError(f"{path}: cannot load {family} model ({type(exc).__name__}: {exc}); retrain with `foxlive train`") from exc

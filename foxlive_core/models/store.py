@@ -1,0 +1,236 @@
+"""Model artifacts on disk: layout, checksums, the active run, loading and inference.
+
+Layout of one training run (``<models_root>/<run_id>/``)::
+
+    manifest.json                      what was trained, with checksums and metrics
+    <horizon>/<family>/model.txt|json  return model (LightGBM model.txt, XGBoost/ridge model.json)
+    <horizon>/<family>/model_meta.json family, target, horizon, feature_list, interval, windows,
+                                       metrics, bps_scale, SHA-256 of the model file, versions
+    <horizon>/barrier_peak/...         P(touch +barrier first within h)
+    <horizon>/barrier_valley/...       P(touch -barrier first within h)
+
+``<models_root>/active.json`` names the run live trading uses, who activated
+it and when. Loading verifies every checksum, the family, the bar interval,
+the horizon length and that the feature builder produces exactly the model's
+``feature_list``; any mismatch is a :class:`ModelError` naming both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from foxlive_core.config import FoxliveConfig
+from foxlive_core.errors import ModelError
+from foxlive_core.features import FEATURE_NAMES
+from foxlive_core.models.families import FittedModel, check_family, load
+
+BARRIER_KINDS = ("barrier_peak", "barrier_valley")
+ACTIVE_FILE = "active.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{what} {path} is missing; retrain with `foxlive train`") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{what} {path} is not valid JSON ({exc}); the file is corrupt, retrain with `foxlive train`") from None
+
+
+@dataclass
+class ModelSet:
+    """The loaded, verified models of one run, ready for vectorised inference.
+
+    Attributes
+    ----------
+    run_id : str
+    horizons : tuple of str, length H (config order)
+    families : tuple of str, length Fam
+    feature_names : tuple of str, length F
+    return_models : dict (horizon, family) -> FittedModel
+    barrier_models : dict (horizon, kind) -> FittedModel, kind in BARRIER_KINDS
+        (a horizon without barrier models is absent; the gate then says so)
+    bps_scale : ndarray (Fam, H)
+        Std of the horizon's forward return on the training rows, in bps; maps a
+        standardised score to expected bps (see foxlive_core.pipeline.blend).
+    target_std : ndarray (Fam, H)
+        The same scale as a decimal return (used to standardise calibration errors).
+    metas : dict path-key -> model_meta.json content
+    """
+
+    run_id: str
+    horizons: tuple[str, ...]
+    families: tuple[str, ...]
+    feature_names: tuple[str, ...]
+    return_models: dict
+    barrier_models: dict
+    bps_scale: np.ndarray
+    metas: dict = field(default_factory=dict)
+
+    @property
+    def target_std(self) -> np.ndarray:
+        return self.bps_scale * 1e-4
+
+    def has_barrier(self) -> np.ndarray:
+        """(H,) bool: whether both barrier classifiers exist for each horizon."""
+        return np.array([all((h, k) in self.barrier_models for k in BARRIER_KINDS) for h in self.horizons])
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Raw return predictions, shape (H, Fam, M), for feature rows X (M, F); NaN rows where X has a NaN."""
+        valid = np.isfinite(X).all(axis=1)
+        out = np.full((len(self.horizons), len(self.families), X.shape[0]), np.nan)
+        Xv = np.ascontiguousarray(X[valid])
+        for i, h in enumerate(self.horizons):
+            for j, fam in enumerate(self.families):
+                out[i, j, valid] = self.return_models[(h, fam)].predict(Xv)
+        return out
+
+    def predict_barriers(self, X: np.ndarray) -> np.ndarray:
+        """Barrier probabilities, shape (H, 2, M): [:, 0] p_peak, [:, 1] p_valley; NaN without a model or features."""
+        valid = np.isfinite(X).all(axis=1)
+        out = np.full((len(self.horizons), 2, X.shape[0]), np.nan)
+        Xv = np.ascontiguousarray(X[valid])
+        for i, h in enumerate(self.horizons):
+            for j, kind in enumerate(BARRIER_KINDS):
+                model = self.barrier_models.get((h, kind))
+                if model is not None:
+                    out[i, j, valid] = model.predict(Xv)
+        return out
+
+
+class ModelStore:
+    """Training runs under one models root, and which of them is active."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def runs(self) -> list[str]:
+        """Run ids with a manifest, oldest first (run ids sort by creation time)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "manifest.json").is_file())
+
+    def manifest(self, run_id: str) -> dict:
+        return _read_json(self.root / run_id / "manifest.json", "manifest")
+
+    def active_run(self) -> dict | None:
+        """The active-run record (run_id, activated_at, activated_by, reason) or None."""
+        path = self.root / ACTIVE_FILE
+        return _read_json(path, "active-run record") if path.is_file() else None
+
+    def activate(self, run_id: str, by: str, reason: str, cfg: FoxliveConfig) -> dict:
+        """Verify ``run_id`` loads against ``cfg`` and record it as the active run."""
+        self.load(run_id, cfg)
+        record = {
+            "run_id": run_id,
+            "activated_at": datetime.now(timezone.utc).isoformat(),
+            "activated_by": by,
+            "reason": reason,
+        }
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.root / ACTIVE_FILE, record)
+        return record
+
+    def load_active(self, cfg: FoxliveConfig) -> ModelSet:
+        record = self.active_run()
+        if record is None:
+            raise ModelError(f"no active model run under {self.root}; run `foxlive train` first (it activates the new run)")
+        return self.load(record["run_id"], cfg)
+
+    def load(self, run_id: str, cfg: FoxliveConfig) -> ModelSet:
+        """Load and verify every model of ``run_id`` that ``cfg`` needs."""
+        run_dir = self.root / run_id
+        if not run_dir.is_dir():
+            raise ModelError(f"model run {run_id!r} does not exist under {self.root}; known runs: {self.runs()[-5:]}")
+        manifest = self.manifest(run_id)
+        listed = {(m["horizon"], m["kind"]): m for m in manifest.get("models", [])}
+        horizons = cfg.horizon_names
+        families = cfg.models.families
+        bars = dict(zip(horizons, cfg.horizon_bars()))
+        metas: dict = {}
+        return_models: dict = {}
+        barrier_models: dict = {}
+        scale = np.full((len(families), len(horizons)), np.nan)
+        for hi, h in enumerate(horizons):
+            for fi, fam in enumerate(families):
+                check_family(fam, "models.families")
+                if (h, fam) not in listed:
+                    raise ModelError(
+                        f"model run {run_id}: no {fam} model for horizon {h} in its manifest (it has "
+                        f"{sorted(f'{a}/{b}' for a, b in listed)[:12]}); retrain with the current config"
+                    )
+                model, meta = self._load_one(run_dir / h / fam, listed[(h, fam)], cfg, h, bars[h], fam)
+                return_models[(h, fam)] = model
+                metas[f"{h}/{fam}"] = meta
+                scale[fi, hi] = float(meta["bps_scale"])
+            for kind in BARRIER_KINDS:
+                if (h, kind) in listed:
+                    model, meta = self._load_one(run_dir / h / kind, listed[(h, kind)], cfg, h, bars[h], kind)
+                    barrier_models[(h, kind)] = model
+                    metas[f"{h}/{kind}"] = meta
+        return ModelSet(run_id, horizons, families, FEATURE_NAMES, return_models, barrier_models, scale, metas)
+
+    @staticmethod
+    def _load_one(directory: Path, listed: dict, cfg: FoxliveConfig, horizon: str, bars: int, kind: str):
+        meta_path = directory / "model_meta.json"
+        meta = _read_json(meta_path, "model metadata")
+        family = meta.get("family", "")
+        check_family(family, str(meta_path))
+        expected_family = listed["family"]
+        if family != expected_family:
+            raise ModelError(f"{meta_path}: family is {family!r} but the manifest says {expected_family!r}")
+        if meta.get("kind") != kind:
+            raise ModelError(f"{meta_path}: kind is {meta.get('kind')!r}, expected {kind!r}")
+        if meta.get("bar_interval") != cfg.market.bar_interval:
+            raise ModelError(
+                f"{meta_path}: trained on {meta.get('bar_interval')} bars but market.bar_interval is "
+                f"{cfg.market.bar_interval}; retrain or change the config"
+            )
+        if meta.get("horizon") != horizon or meta.get("horizon_bars") != bars:
+            raise ModelError(
+                f"{meta_path}: model horizon {meta.get('horizon')} ({meta.get('horizon_bars')} bars) does not match "
+                f"the configured horizon {horizon} ({bars} bars); retrain with the current config"
+            )
+        features = list(meta.get("feature_list", []))
+        if features != list(FEATURE_NAMES):
+            missing = [f for f in FEATURE_NAMES if f not in features]
+            extra = [f for f in features if f not in FEATURE_NAMES]
+            raise ModelError(
+                f"{meta_path}: feature_list does not match the feature builder: model has {len(features)} features, "
+                f"builder makes {len(FEATURE_NAMES)}; builder-only {missing[:8]}, model-only {extra[:8]}"
+                + ("" if missing or extra else "; same names in a different order")
+                + "; retrain with `foxlive train`"
+            )
+        model_path = directory / meta["model_file"]
+        if not model_path.is_file():
+            raise ModelError(f"model file {model_path} is missing (listed in {meta_path}); retrain with `foxlive train`")
+        digest = sha256_file(model_path)
+        if digest != meta.get("sha256") or digest != listed.get("sha256"):
+            raise ModelError(
+                f"model file {model_path} fails its checksum: SHA-256 {digest[:16]}... but model_meta.json says "
+                f"{str(meta.get('sha256'))[:16]}... and the manifest {str(listed.get('sha256'))[:16]}...; the file is "
+                "truncated or was modified, retrain with `foxlive train`"
+            )
+        model = load(family, meta["objective"], model_path)
+        return model, meta

@@ -1,0 +1,292 @@
+"""Training: per horizon, return models of every family and two barrier classifiers.
+
+Rows are (bar t, symbol) pairs pooled over the universe. The target of a
+return model at horizon h is the forward return over h bars; the barrier
+classifiers learn whether +/- ``barrier_width_sigmas`` x sigma_h is touched
+first within h. The split is by time: the last ``validation_fraction`` of the
+bar times validate, and training rows stop h + ``purge_bars`` bars before the
+first validation bar, so no training target overlaps the validation period.
+
+Validation metrics of a return model: IC (Pearson of prediction and realised
+forward return over pooled rows), rank IC (Spearman), and IC-IR (mean over
+the per-bar cross-sectional rank ICs divided by their standard deviation).
+Barrier classifiers report AUC and the base rate.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from foxlive_core import __version__
+from foxlive_core.config import FoxliveConfig
+from foxlive_core.data.protocol import MarketData
+from foxlive_core.errors import DataError, ModelError
+from foxlive_core.features import FEATURE_NAMES, build_features, fill_missing_bars
+from foxlive_core.models import families
+from foxlive_core.models.store import BARRIER_KINDS, ModelStore, sha256_file, write_json_atomic
+from foxlive_core.models.targets import barrier_labels, forward_returns
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    run_id: str
+    run_dir: Path
+    manifest: dict
+
+    def metrics_table(self) -> pd.DataFrame:
+        """One row per model: horizon, kind, family, ic, rank_ic, ic_ir / auc, base_rate, rows."""
+        rows = []
+        for m in self.manifest["models"]:
+            rows.append({"horizon": m["horizon"], "kind": m["kind"], "family": m["family"], **m["metrics"],
+                         "n_train": m["n_train"], "n_validation": m["n_validation"]})
+        return pd.DataFrame(rows)
+
+
+def package_versions() -> dict[str, str]:
+    import lightgbm
+    import scipy
+    import xgboost
+
+    return {
+        "foxlive": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scipy": scipy.__version__,
+        "lightgbm": lightgbm.__version__,
+        "xgboost": xgboost.__version__,
+    }
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def training_window(cfg: FoxliveConfig, market: MarketData, end=None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(start, end) of the training bars: the last ``models.training.sessions`` sessions ending at ``end``."""
+    end = pd.Timestamp(end) if end is not None else market.last_time
+    if end.tzinfo is None:
+        raise DataError(f"training end {end} is timezone-naive; give it in UTC")
+    end = min(end.tz_convert("UTC"), market.last_time)
+    sessions = market.calendar.sessions(end - pd.Timedelta(days=7 * cfg.models.training.sessions + 14), end)
+    sessions = sessions[sessions["close"] <= end] if (sessions["close"] <= end).any() else sessions
+    sessions = sessions.iloc[-cfg.models.training.sessions :]
+    start = max(sessions["open"].iloc[0], market.first_time)
+    if start >= end:
+        raise DataError(f"training window is empty: start {start} is not before end {end}")
+    return start, end
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return 0.0
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def _return_metrics(pred: np.ndarray, y: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> dict:
+    """IC, rank IC over pooled rows, and IC-IR of the per-bar cross-sectional rank ICs.
+
+    ``rows``/``cols`` place each observation on the (bar, symbol) grid.
+    """
+    ic = float(np.corrcoef(pred, y)[0, 1]) if len(y) > 2 and np.std(pred) > 0 and np.std(y) > 0 else 0.0
+    rank_ic = _spearman(pred, y)
+    _, r = np.unique(rows, return_inverse=True)
+    grid_p = np.full((r.max() + 1, cols.max() + 1), np.nan)
+    grid_y = grid_p.copy()
+    grid_p[r, cols], grid_y[r, cols] = pred, y
+    rp = stats.rankdata(grid_p, axis=1, nan_policy="omit")
+    ry = stats.rankdata(grid_y, axis=1, nan_policy="omit")
+    count = np.isfinite(grid_p).sum(axis=1)
+    rp -= np.nanmean(rp, axis=1, keepdims=True)
+    ry -= np.nanmean(ry, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_bar = np.nansum(rp * ry, axis=1) / np.sqrt(np.nansum(rp**2, axis=1) * np.nansum(ry**2, axis=1))
+    per_bar = per_bar[(count >= 5) & np.isfinite(per_bar)]
+    ic_ir = float(per_bar.mean() / per_bar.std()) if len(per_bar) > 1 and per_bar.std() > 0 else 0.0
+    return {"ic": ic, "rank_ic": rank_ic, "ic_ir": ic_ir, "mean_bar_rank_ic": float(per_bar.mean()) if len(per_bar) else 0.0}
+
+
+def _auc(p: np.ndarray, label: np.ndarray) -> float:
+    pos = label == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return 0.5
+    ranks = stats.rankdata(p)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def train_models(
+    cfg: FoxliveConfig,
+    market: MarketData,
+    end=None,
+    *,
+    symbols=None,
+    run_id: str | None = None,
+    activate: bool = True,
+    activated_by: str = "foxlive train",
+    progress: bool = True,
+) -> TrainingResult:
+    """Train every (horizon, family) return model and the barrier classifiers; write one run.
+
+    The run is written to a temporary directory and renamed into place only
+    when complete, so a crash never leaves a half-written run that looks valid.
+    With ``activate`` the new run becomes the active one (recorded in active.json).
+    """
+    from tqdm.auto import tqdm
+
+    symbols = tuple(symbols or cfg.symbols)
+    start, end = training_window(cfg, market, end)
+    raw = market.bars(symbols, start, end)
+    # Features fill missing bars themselves (filling twice would differ from the live path);
+    # targets and barrier labels use the filled closes.
+    feats = build_features(raw, cfg.market.max_fill_bars)
+    panel = fill_missing_bars(raw, cfg.market.max_fill_bars)
+    X_all = feats.values  # (T, N, F)
+    T, N, F = X_all.shape
+    tcfg = cfg.models.training
+    split = int(np.floor(T * (1 - tcfg.validation_fraction)))
+    vol_idx = FEATURE_NAMES.index("vol_20b")
+    valid_x = np.isfinite(X_all).all(axis=2)
+    t_grid = np.broadcast_to(np.arange(T)[:, None], (T, N))
+
+    run_id = run_id or new_run_id()
+    store = ModelStore(cfg.models_root)
+    store.root.mkdir(parents=True, exist_ok=True)
+    tmp_dir = store.root / f".tmp-{run_id}"
+    final_dir = store.root / run_id
+    if final_dir.exists():
+        raise ModelError(f"model run {run_id} already exists at {final_dir}; choose another run id")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    versions = package_versions()
+    times = panel.times
+    tasks = [(h, kind) for h in cfg.horizons for kind in (*cfg.models.families, *BARRIER_KINDS)]
+    entries = []
+    rng = np.random.default_rng(tcfg.seed)
+    try:
+        bar = tqdm(tasks, desc="training", unit="model", disable=not progress)
+        for h_cfg, h_bars in zip(cfg.horizons, cfg.horizon_bars()):
+            y_ret = forward_returns(panel.close, h_bars)
+            width = cfg.models.barrier_width_sigmas * X_all[:, :, vol_idx] * np.sqrt(h_bars)
+            peak, valley = barrier_labels(panel.close, panel.high, panel.low, h_bars, width)
+            train_end = split - h_bars - tcfg.purge_bars  # rows t < train_end: t + h < split - purge
+            if train_end < 10 or split >= T:
+                raise DataError(
+                    f"training window {start} .. {end} has {T} bars: too short for horizon {h_cfg.name} "
+                    f"({h_bars} bars) with validation_fraction {tcfg.validation_fraction}; raise models.training.sessions"
+                )
+            is_train = (t_grid < train_end) & valid_x
+            is_val = (t_grid >= split) & valid_x
+            for kind in (*cfg.models.families, *BARRIER_KINDS):
+                bar.set_postfix_str(f"{h_cfg.name}/{kind}")
+                target = {"barrier_peak": peak, "barrier_valley": valley}.get(kind, y_ret)
+                ok = np.isfinite(target)
+                tr, va = is_train & ok, is_val & ok
+                tr_idx = _subsample(np.flatnonzero(tr.ravel()), tcfg.max_rows, rng)
+                va_idx = np.flatnonzero(va.ravel())
+                if len(tr_idx) < 100 or len(va_idx) < 20:
+                    raise DataError(
+                        f"horizon {h_cfg.name}/{kind}: only {len(tr_idx)} training and {len(va_idx)} validation rows; "
+                        "raise models.training.sessions or add symbols"
+                    )
+                Xf = X_all.reshape(T * N, F)
+                yf = target.reshape(T * N)
+                family = cfg.models.barrier_family if kind in BARRIER_KINDS else kind
+                objective = "binary" if kind in BARRIER_KINDS else "regression"
+                model = families.fit(family, objective, Xf[tr_idx], yf[tr_idx], cfg, tcfg.seed)
+                pred = model.predict(np.ascontiguousarray(Xf[va_idx]))
+                if objective == "binary":
+                    metrics = {"auc": _auc(pred, yf[va_idx]), "base_rate": float(yf[va_idx].mean())}
+                else:
+                    metrics = _return_metrics(pred, yf[va_idx], va_idx // N, va_idx % N)
+                directory = tmp_dir / h_cfg.name / kind
+                directory.mkdir(parents=True, exist_ok=True)
+                model_path = model.save(directory)
+                digest = sha256_file(model_path)
+                importance = model.importance(list(FEATURE_NAMES))
+                meta = {
+                    "run_id": run_id,
+                    "family": family,
+                    "kind": kind,
+                    "objective": objective,
+                    "target": f"{'fwd_return' if objective == 'regression' else kind}_{h_bars}b",
+                    "horizon": h_cfg.name,
+                    "horizon_bars": h_bars,
+                    "feature_list": list(FEATURE_NAMES),
+                    "n_features": F,
+                    "bar_interval": cfg.market.bar_interval,
+                    "interval_minutes": cfg.market.interval_minutes,
+                    "calendar": cfg.market.calendar,
+                    "symbols": len(symbols),
+                    "train_window": {"start": times[0].isoformat(), "end": times[max(train_end - 1, 0)].isoformat()},
+                    "validation_window": {"start": times[split].isoformat(), "end": times[-1].isoformat()},
+                    "purge_bars": h_bars + tcfg.purge_bars,
+                    "n_train": int(len(tr_idx)),
+                    "n_validation": int(len(va_idx)),
+                    "metrics": metrics,
+                    "bps_scale": float(np.std(yf[tr_idx]) * 1e4) if objective == "regression" else None,
+                    "barrier_width_sigmas": cfg.models.barrier_width_sigmas if objective == "binary" else None,
+                    "feature_importance": dict(sorted(importance.items(), key=lambda kv: -kv[1])),
+                    "model_file": model_path.name,
+                    "sha256": digest,
+                    "package_versions": versions,
+                    "created_at": datetime.now(timezone.utc).isoformat(),
+                }
+                write_json_atomic(directory / "model_meta.json", meta)
+                entries.append(
+                    {
+                        "horizon": h_cfg.name,
+                        "kind": kind,
+                        "family": family,
+                        "path": f"{h_cfg.name}/{kind}/{model_path.name}",
+                        "sha256": digest,
+                        "metrics": metrics,
+                        "n_train": meta["n_train"],
+                        "n_validation": meta["n_validation"],
+                        "bps_scale": meta["bps_scale"],
+                        "top_features": list(meta["feature_importance"])[:10],
+                    }
+                )
+                bar.update(1)
+        bar.close()
+        manifest = {
+            "run_id": run_id,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "config_path": cfg.source_path,
+            "market_source": cfg.market.source,
+            "bar_interval": cfg.market.bar_interval,
+            "calendar": cfg.market.calendar,
+            "horizons": [{"name": h.name, "bars": b} for h, b in zip(cfg.horizons, cfg.horizon_bars())],
+            "families": list(cfg.models.families),
+            "barrier_family": cfg.models.barrier_family,
+            "symbols": list(symbols),
+            "data_window": {"start": times[0].isoformat(), "end": times[-1].isoformat(), "bars": T},
+            "validation_start": times[split].isoformat(),
+            "feature_list": list(FEATURE_NAMES),
+            "package_versions": versions,
+            "models": entries,
+        }
+        write_json_atomic(tmp_dir / "manifest.json", manifest)
+        os.replace(tmp_dir, final_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    if activate:
+        store.activate(run_id, by=activated_by, reason="new training run", cfg=cfg)
+    return TrainingResult(run_id, final_dir, manifest)
+
+
+def _subsample(idx: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
+    """At most ``max_rows`` of ``idx``, chosen uniformly at random and kept in time order."""
+    if len(idx) <= max_rows:
+        return idx
+    return np.sort(rng.choice(idx, size=max_rows, replace=False))

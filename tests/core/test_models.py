@@ -1,0 +1,147 @@
+"""Training, artifacts, verified loading and inference of the model families."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from foxlive_core.errors import ModelError
+from foxlive_core.features import FEATURE_NAMES
+from foxlive_core.models.store import ModelStore
+from foxlive_core.models.targets import barrier_labels, forward_returns
+
+
+@pytest.fixture
+def trained(small_run):
+    return small_run
+
+
+def test_run_layout_and_metadata(trained):
+    cfg, _, result = trained
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert len(manifest["models"]) == 6 * (3 + 2)
+    meta = json.loads((result.run_dir / "30m" / "xgboost" / "model_meta.json").read_text())
+    assert meta["family"] == "xgboost" and meta["horizon"] == "30m" and meta["horizon_bars"] == 6
+    assert meta["target"] == "fwd_return_6b"
+    assert meta["feature_list"] == list(FEATURE_NAMES) and meta["n_features"] == len(FEATURE_NAMES)
+    assert meta["interval_minutes"] == 5 and meta["bar_interval"] == "5m"
+    assert set(meta["metrics"]) >= {"ic", "rank_ic", "ic_ir"}
+    assert {"numpy", "lightgbm", "xgboost"} <= set(meta["package_versions"])
+    assert (result.run_dir / "30m" / "lightgbm" / "model.txt").is_file()
+    assert (result.run_dir / "30m" / "ridge" / "model.json").is_file()
+    assert not list(result.run_dir.rglob("*.pkl")) and not list(result.run_dir.rglob("*.pickle"))
+    # The purge gap: the last training bar plus the horizon ends before validation starts.
+    bars = cfg.market.interval_minutes
+    gap = pd.Timestamp(meta["validation_window"]["start"]) - pd.Timestamp(meta["train_window"]["end"])
+    assert gap >= pd.Timedelta(minutes=bars * meta["horizon_bars"])
+    assert ModelStore(cfg.models_root).active_run()["run_id"] == result.run_id
+
+
+def test_validation_ic_is_positive_where_the_signal_is_planted(trained):
+    _, _, result = trained
+    table = result.metrics_table()
+    returns = table[table["kind"].isin(["lightgbm", "xgboost", "ridge"])]
+    # The simulator plants a short-horizon reversal: the 5m-15m models must find it out of sample.
+    for horizon in ("5m", "10m", "15m"):
+        assert returns[returns["horizon"] == horizon]["rank_ic"].mean() > 0.02, horizon
+
+
+def test_barrier_classifiers_beat_chance(trained):
+    table = trained[2].metrics_table()
+    assert (table.loc[table["kind"].str.startswith("barrier"), "auc"] > 0.5).all()
+
+
+def test_load_and_predict_shapes(trained):
+    cfg, market, result = trained
+    models = ModelStore(cfg.models_root).load(result.run_id, cfg)
+    X = np.random.default_rng(0).normal(size=(7, len(FEATURE_NAMES)))
+    X[3, 5] = np.nan
+    pred = models.predict(X)
+    assert pred.shape == (6, 3, 7)
+    assert np.isnan(pred[:, :, 3]).all() and np.isfinite(np.delete(pred, 3, axis=2)).all()
+    barrier = models.predict_barriers(X)
+    assert barrier.shape == (6, 2, 7)
+    finite = np.delete(barrier, 3, axis=2)
+    assert ((finite >= 0) & (finite <= 1)).all()
+    assert models.bps_scale.shape == (3, 6) and (models.bps_scale > 0).all()
+    # Longer horizons have wider forward-return distributions.
+    assert models.bps_scale[0, -1] > models.bps_scale[0, 0]
+    # A prediction does not depend on which other rows are predicted with it.
+    assert np.array_equal(models.predict(X[5:6]), pred[:, :, 5:6])
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path):
+    cfg, _, result = trained
+    root = tmp_path / "models"
+    shutil.copytree(result.run_dir, root / result.run_id)
+    return cfg, ModelStore(root), result.run_id, root / result.run_id
+
+
+def test_tampered_model_file_is_refused(run_copy):
+    cfg, store, run_id, run_dir = run_copy
+    path = run_dir / "5m" / "lightgbm" / "model.txt"
+    path.write_text(path.read_text().replace("leaf_value=", "leaf_value=1", 1))
+    with pytest.raises(ModelError, match="fails its checksum"):
+        store.load(run_id, cfg)
+
+
+def test_truncated_and_missing_files_are_refused(run_copy):
+    cfg, store, run_id, run_dir = run_copy
+    path = run_dir / "1d" / "ridge" / "model.json"
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ModelError, match="fails its checksum"):
+        store.load(run_id, cfg)
+    path.unlink()
+    with pytest.raises(ModelError, match="is missing"):
+        store.load(run_id, cfg)
+
+
+def _edit_meta(run_dir, rel, **changes):
+    meta_path = run_dir / rel / "model_meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta.update(changes)
+    meta_path.write_text(json.dumps(meta))
+
+
+def test_feature_list_mismatch_names_both_sides(run_copy):
+    cfg, store, run_id, run_dir = run_copy
+    _edit_meta(run_dir, "10m/xgboost", feature_list=list(FEATURE_NAMES[:-1]) + ["ret_999b"])
+    with pytest.raises(ModelError) as info:
+        store.load(run_id, cfg)
+    assert FEATURE_NAMES[-1] in str(info.value) and "ret_999b" in str(info.value)
+
+
+def test_unsupported_family_and_interval_mismatch(run_copy):
+    cfg, store, run_id, run_dir = run_copy
+    _edit_meta(run_dir, "5m/xgboost", family="keras")
+    with pytest.raises(ModelError, match="'keras' is unsupported"):
+        store.load(run_id, cfg)
+    _edit_meta(run_dir, "5m/xgboost", family="xgboost", bar_interval="15m")
+    with pytest.raises(ModelError, match="trained on 15m bars but market.bar_interval is 5m"):
+        store.load(run_id, cfg)
+
+
+def test_no_active_run_is_a_clear_error(tmp_path, trained):
+    cfg = trained[0]
+    with pytest.raises(ModelError, match="run `foxlive train` first"):
+        ModelStore(tmp_path / "empty").load_active(cfg)
+
+
+def test_forward_returns_and_barrier_labels_by_hand():
+    close = np.array([[100.0], [101.0], [99.0], [103.0]])
+    high = np.array([[100.0], [101.5], [99.5], [104.0]])
+    low = np.array([[100.0], [100.5], [98.0], [102.0]])
+    fr = forward_returns(close, 2)
+    assert fr[0, 0] == pytest.approx(99 / 100 - 1) and fr[1, 0] == pytest.approx(103 / 101 - 1)
+    assert np.isnan(fr[2:, 0]).all()
+    width = np.full_like(close, 0.012)
+    peak, valley = barrier_labels(close, high, low, 2, width)
+    # From 100: bar 1 high 101.5 >= 101.2 first -> peak. From 101: bar 2 low 98 <= 99.788 -> valley.
+    assert (peak[0, 0], valley[0, 0]) == (1.0, 0.0)
+    assert (peak[1, 0], valley[1, 0]) == (0.0, 1.0)
+    assert np.isnan(peak[2:, 0]).all()

@@ -1,0 +1,313 @@
+"""The ``foxlive`` command line.
+
+    foxlive [--config PATH] train [--end TIME] [--no-activate]
+    foxlive run --cycles N [--book B] [--start TIME] [--no-wait]
+    foxlive replay --start TIME --end TIME [--book replay]
+    foxlive status [--book B]
+    foxlive halt --reason TEXT [--book B] [--operator NAME]
+    foxlive resume --operator NAME --reason TEXT [--book B]
+    foxlive explain SYMBOL [--book B] [--json]
+    foxlive demo [--symbols N] [--sessions N]
+
+Times are ISO 8601 with a zone (``2025-03-03T15:00:00Z``); a bare date means
+that session's close. Every foxlive error prints one line naming what is
+wrong and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+import time as _time
+
+import pandas as pd
+
+from foxlive_core.calendar import ROUND_THE_CLOCK
+from foxlive_core.config import CONFIG_ENV_VAR, bars_per_session, load_config
+from foxlive_core.errors import DataError, FoxliveError, StateError
+
+
+def _time_arg(text: str) -> pd.Timestamp:
+    try:
+        t = pd.Timestamp(text)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time; use ISO 8601 with a zone, e.g. 2025-03-03T15:00:00Z") from exc
+    if t.tzinfo is None:
+        if len(text) <= 10:
+            return t  # a bare date: resolved to that session's close later
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone; add one, e.g. {text}Z")
+    return t.tz_convert("UTC")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{v} must be positive")
+    return v
+
+
+def _resolve(market, t: pd.Timestamp, end_of_day: bool) -> pd.Timestamp:
+    """A bare date becomes the first bar (start) or the close (end) of that session."""
+    if t.tzinfo is not None:
+        return t
+    sessions = market.calendar.sessions(t.tz_localize("UTC"), t.tz_localize("UTC") + pd.Timedelta(days=1))
+    match = sessions[sessions.index == t.normalize()]
+    if match.empty:
+        raise DataError(f"{t.date()} is not a trading session of calendar {market.calendar.code}")
+    if end_of_day:
+        return match["close"].iloc[0]
+    return market.calendar.bar_times(match["open"].iloc[0], match["close"].iloc[0])[0]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="foxlive", description="Model-driven trading cycles: train, run, replay, explain.")
+    p.add_argument("--config", help=f"configuration YAML (default: ${CONFIG_ENV_VAR} or config/live_trading.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train every horizon's models on market history and activate the run")
+    t.add_argument("--end", type=_time_arg, help="last bar of the training window (default: newest data)")
+    t.add_argument("--no-activate", action="store_true", help="write the run without making it the active one")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    r = sub.add_parser("run", help="run trading cycles on the paper broker")
+    r.add_argument("--cycles", type=_positive_int, required=True)
+    r.add_argument("--book", help="book to trade (default: config `book`)")
+    r.add_argument("--start", type=_time_arg, help="first cycle of a new book (default: newest closed bar)")
+    r.add_argument("--no-wait", action="store_true", help="stop instead of waiting for a bar that has not closed yet")
+
+    rp = sub.add_parser("replay", help="replay past cycles on a separate book")
+    rp.add_argument("--start", type=_time_arg, required=True)
+    rp.add_argument("--end", type=_time_arg, required=True)
+    rp.add_argument("--book", default="replay")
+    rp.add_argument("--quiet", action="store_true")
+
+    s = sub.add_parser("status", help="book value, positions, halt state, last cycle")
+    s.add_argument("--book")
+
+    h = sub.add_parser("halt", help="halt a book (only risk-reducing orders until resumed)")
+    h.add_argument("--reason", required=True)
+    h.add_argument("--book")
+    h.add_argument("--operator", default=None)
+
+    rs = sub.add_parser("resume", help="resume a halted book")
+    rs.add_argument("--reason", required=True)
+    rs.add_argument("--operator", required=True)
+    rs.add_argument("--book")
+
+    e = sub.add_parser("explain", help="why a symbol did what it did in the book's last cycle")
+    e.add_argument("symbol")
+    e.add_argument("--book")
+    e.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("demo", help="train on simulated history, replay a month of cycles, print the results")
+    d.add_argument("--sessions", type=_positive_int, default=21, help="sessions to replay (default 21, about a month)")
+    d.add_argument("--symbols", type=_positive_int, default=None, help="use the first N configured symbols")
+    d.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        return COMMANDS[args.command](cfg, args)
+    except FoxliveError as exc:
+        print(f"foxlive {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_train(cfg, args) -> int:
+    from foxlive_core.models.training import train_models
+    from foxlive_core.runtime import make_market
+
+    market = make_market(cfg)
+    end = _resolve(market, args.end, end_of_day=True) if args.end is not None else None
+    result = train_models(cfg, market, end, activate=not args.no_activate, progress=not args.quiet)
+    table = result.metrics_table()
+    print(f"trained run {result.run_id} -> {result.run_dir}")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print("activated" if not args.no_activate else "not activated (use it with ModelStore.activate)")
+    return 0
+
+
+def cmd_run(cfg, args) -> int:
+    from foxlive_core.runtime import open_engine
+
+    engine = open_engine(cfg)
+    book = args.book or cfg.book
+    engine.ensure_book(book)
+    state = engine.store.load(book)
+    cal = engine.market.calendar
+    if state.last_cycle_time is None:
+        start = _resolve(engine.market, args.start, end_of_day=False) if args.start is not None else None
+        nxt = start if start is not None else cal.latest_bar_at_or_before(min(pd.Timestamp.now(tz="UTC"), engine.market.last_time))
+    else:
+        if args.start is not None:
+            raise StateError(f"book {book!r} already has cycles up to {state.last_cycle_time}; --start is only for a new book")
+        nxt = None
+    for _ in range(args.cycles):
+        if nxt is None:
+            last = engine.store.load(book).last_cycle_time
+            nxt = cal.bar_times(last + pd.Timedelta(seconds=1), last + pd.Timedelta(days=10))[0]
+        now = pd.Timestamp.now(tz="UTC")
+        if nxt > now:
+            if args.no_wait:
+                print(f"next bar closes at {nxt}; stopping (--no-wait)")
+                return 0
+            print(f"waiting for the bar closing at {nxt} ...", flush=True)
+            _time.sleep((nxt - now).total_seconds())
+        res = engine.run_cycle(book, nxt)
+        c = res.counts
+        print(
+            f"{res.time}  value {res.portfolio_value:,.2f}  trade {c['TRADE']} hold {c['HOLD']} blocked {c['BLOCKED']}  "
+            f"orders {len(res.orders)}  gross {res.gross_exposure:.3f}" + ("  HALTED: " + res.halt_reason if res.halted else "")
+        )
+        nxt = None
+    return 0
+
+
+def cmd_replay(cfg, args) -> int:
+    from foxlive_core.runtime import open_engine
+
+    engine = open_engine(cfg)
+    start = _resolve(engine.market, args.start, end_of_day=False)
+    end = _resolve(engine.market, args.end, end_of_day=True)
+    engine.replay(args.book, start, end, progress=not args.quiet)
+    _print_performance(engine, args.book)
+    return 0
+
+
+def _print_performance(engine, book: str) -> dict:
+    from foxlive_core.runtime import performance
+
+    cycles = engine.store.cycles(book)
+    days = 365 if engine.cfg.market.calendar in ROUND_THE_CLOCK else 252
+    bars_per_year = days * bars_per_session(engine.cfg.market)
+    perf = performance(cycles, engine.cfg.broker.starting_cash, bars_per_year)
+    orders = engine.store.orders(book)
+    print(f"\nbook {book}: {perf['cycles']} cycles  {cycles['cycle_time'].iloc[0]} .. {cycles['cycle_time'].iloc[-1]}")
+    print(
+        f"  final value {perf['final_value']:,.2f}   P&L {perf['pnl']:+,.2f} ({perf['return_pct']:+.2f} %)\n"
+        f"  Sharpe (annualised) {perf['sharpe_annualised']:.2f}   max drawdown {perf['max_drawdown_pct']:.2f} %\n"
+        f"  turnover {perf['turnover']:.2f} x   fees {perf['fees']:,.2f}   orders {perf['orders']}  fills {perf['fills']}\n"
+        f"  decisions: trade {perf['trade_decisions']}  hold {perf['hold_decisions']}  blocked {perf['blocked_decisions']}"
+    )
+    if len(orders):
+        buys = int((orders["side"] == "buy").sum())
+        sells = int((orders["side"] == "sell").sum())
+        print(f"  orders: {buys} buys, {sells} sells")
+    return perf
+
+
+def cmd_status(cfg, args) -> int:
+    from foxlive_core.state import StateStore
+
+    store = StateStore(cfg.state_path)
+    book = args.book or cfg.book
+    if not store.exists(book):
+        raise StateError(f"book {book!r} has no state yet in {cfg.state_path}; run `foxlive run --cycles 1` first (known: {store.books()})")
+    st = store.load(book)
+    cycles = store.cycles(book)
+    print(f"book {book}  state {cfg.state_path}")
+    print(f"  halted: {'YES: ' + st.halt_reason + ' (by ' + st.halted_by + ' at ' + str(st.halted_at) + ')' if st.halted else 'no'}")
+    print(f"  cycles: {st.cycle_count}  last: {st.last_cycle_time}  models: {st.model_run_id}")
+    if len(cycles):
+        last = cycles.iloc[-1]
+        print(
+            f"  value {last['portfolio_value']:,.2f}  cash {st.cash:,.2f}  gross {last['gross_exposure']:.3f}  "
+            f"net {last['net_exposure']:+.3f}  drawdown {last['drawdown'] * 100:.2f} %  day {last['daily_return'] * 100:+.2f} %"
+        )
+    if st.positions:
+        print("  positions:")
+        for s, (q, p) in sorted(st.positions.items()):
+            print(f"    {s:<8} {q:+8d} @ {p:,.2f}")
+    return 0
+
+
+def cmd_halt(cfg, args) -> int:
+    from foxlive_core.state import StateStore
+
+    store = StateStore(cfg.state_path)
+    book = args.book or cfg.book
+    store.create_book(book, cfg.broker.starting_cash)
+    changed = store.halt(book, args.reason, args.operator or getpass.getuser())
+    print(f"book {book} halted: {args.reason}" if changed else f"book {book} was already halted: {store.halt_status(book)[1]}")
+    return 0
+
+
+def cmd_resume(cfg, args) -> int:
+    from foxlive_core.state import StateStore
+
+    store = StateStore(cfg.state_path)
+    book = args.book or cfg.book
+    changed = store.resume(book, args.operator, args.reason)
+    print(f"book {book} resumed by {args.operator}: {args.reason}" if changed else f"book {book} was not halted")
+    return 0
+
+
+def cmd_explain(cfg, args) -> int:
+    from foxlive_core.explain import render, to_json, trace_row, unpack_trace
+    from foxlive_core.state import StateStore
+
+    store = StateStore(cfg.state_path)
+    book = args.book or cfg.book
+    blob = store.last_trace(book)
+    if blob is None:
+        raise StateError(f"book {book!r} has no cycle to explain yet; run a cycle first (known books: {store.books()})")
+    cycle = unpack_trace(blob)
+    if args.symbol not in cycle.symbols:
+        raise DataError(f"symbol {args.symbol!r} was not in book {book!r}'s last cycle ({len(cycle.symbols)} symbols, e.g. {list(cycle.symbols[:5])})")
+    row = trace_row(cycle, args.symbol)
+    print(to_json(row) if args.json else render(row))
+    return 0
+
+
+def cmd_demo(cfg, args) -> int:
+    from foxlive_core.models.training import train_models
+    from foxlive_core.runtime import make_market, session_bounds
+    from foxlive_core.engine import TradingEngine
+    from foxlive_core.models.store import ModelStore
+    from foxlive_core.state import StateStore
+
+    symbols = cfg.symbols[: args.symbols] if args.symbols else cfg.symbols
+    market = make_market(cfg, symbols)
+    end = min(pd.Timestamp.now(tz="UTC"), market.last_time)
+    start, end = session_bounds(market, end, args.sessions)
+    print(f"foxlive demo: {len(symbols)} symbols, {cfg.market.bar_interval} bars on {cfg.market.calendar}, state in {cfg.home}")
+    print(f"1/3 training on {cfg.models.training.sessions} sessions before {start} ...", flush=True)
+    result = train_models(cfg, market, start - pd.Timedelta(seconds=1), symbols=symbols, progress=not args.quiet)
+    table = result.metrics_table()
+    ret = table[table["kind"].isin(cfg.models.families)]
+    print(ret.pivot(index="horizon", columns="family", values="rank_ic").reindex(cfg.horizon_names).to_string(float_format=lambda x: f"{x:+.4f}"))
+    print(f"2/3 replaying {args.sessions} sessions ({start} .. {end}) on book 'demo' ...", flush=True)
+    models = ModelStore(cfg.models_root).load(result.run_id, cfg)
+    engine = TradingEngine(cfg, market, models, StateStore(cfg.state_path), symbols=symbols)
+    engine.replay("demo", start, end, progress=not args.quiet)
+    print("3/3 results")
+    _print_performance(engine, "demo")
+    print("\nexplain a decision: foxlive explain SYMBOL --book demo")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "run": cmd_run,
+    "replay": cmd_replay,
+    "status": cmd_status,
+    "halt": cmd_halt,
+    "resume": cmd_resume,
+    "explain": cmd_explain,
+    "demo": cmd_demo,
+}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,376 @@
+"""One cycle's decision for the whole universe: the stages of PIPELINE.md composed.
+
+:func:`decide` is pure: it takes the cycle's inputs (features already turned
+into raw predictions), the book's buffers and portfolio, and returns every
+symbol's decision, its trace and the book's new buffers. It does no I/O, so
+the live engine, a replay and the benchmark run exactly the same code.
+
+Shapes: Fam model families, H horizons, N symbols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from foxlive_core.config import FoxliveConfig
+from foxlive_core.data.types import QuoteSnapshot
+from foxlive_core.pipeline.arbitrate import arbitrate, select_horizon
+from foxlive_core.pipeline.barrier_gate import barrier_gate
+from foxlive_core.pipeline.blend import append_scores, blend_weights, horizon_alpha
+from foxlive_core.pipeline.confidence import append, append_pairs, capacity, confidence, freshness, spearman_ic, stability
+from foxlive_core.pipeline.costs import horizon_sigma, impact_bps, planned_order_dollars, trading_cost_bps
+from foxlive_core.pipeline.quote_gate import quote_gate
+from foxlive_core.pipeline.risk_checks import trade_risk_checks
+from foxlive_core.pipeline.sizing import order_shares, target_weights
+from foxlive_core.pipeline.standardize import zscore_cross_sectional, zscore_rolling
+
+TRADE, HOLD, BLOCKED = "TRADE", "HOLD", "BLOCKED"
+
+
+@dataclass(frozen=True)
+class CycleInputs:
+    """Everything a cycle decides from, gathered before any stage runs.
+
+    time : cycle time (UTC bar close)
+    symbols : N symbols
+    window_times : DatetimeIndex (L,), the bars of the window, last = ``time``
+    close : (L, N) closes of the window after missing-bar filling
+    features_valid : (N,) all features finite at ``time``
+    vol_per_bar : (N,) per-bar volatility (std of 1-bar log returns over 20 bars), decimal
+    data_age_s : (N,) seconds since each symbol's newest real (unfilled) bar
+    quotes : QuoteSnapshot at ``time``
+    quote_age_s : (N,) seconds since each quote
+    adv : (N,) average daily dollar volume
+    raw_pred : (Fam, H, N) raw model predictions (decimal returns over h)
+    barrier_prob : (H, 2, N) p_peak, p_valley per horizon
+    """
+
+    time: pd.Timestamp
+    symbols: tuple[str, ...]
+    window_times: pd.DatetimeIndex
+    close: np.ndarray
+    features_valid: np.ndarray
+    vol_per_bar: np.ndarray
+    data_age_s: np.ndarray
+    quotes: QuoteSnapshot
+    quote_age_s: np.ndarray
+    adv: np.ndarray
+    raw_pred: np.ndarray
+    barrier_prob: np.ndarray
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the stages need to know of the model set: names, scales and barrier availability."""
+
+    run_id: str
+    families: tuple[str, ...]
+    horizons: tuple[str, ...]
+    horizon_bars: np.ndarray  # (H,)
+    bps_scale: np.ndarray  # (Fam, H)
+    has_barrier: np.ndarray  # (H,)
+
+    @property
+    def target_std(self) -> np.ndarray:
+        return self.bps_scale * 1e-4
+
+
+def buffer_shapes(cfg: FoxliveConfig, n_fam: int, horizon_bars, n: int) -> dict[str, tuple[tuple[int, ...], int | None]]:
+    """Name -> (shape, symbol axis) of every buffer a book carries across cycles."""
+    H = len(horizon_bars)
+    shapes = {
+        "z_buffer": ((n_fam, H, n, cfg.standardization.window), 2),
+        "ic_pred": ((n_fam, H, n, cfg.confidence.ic_window), 2),
+        "ic_real": ((n_fam, H, n, cfg.confidence.ic_window), 2),
+        "calib_err": ((n_fam, H, n, cfg.confidence.stability_window), 2),
+        "score_hist": ((H, n, cfg.blending.corr_window, n_fam), 1),
+    }
+    for i, b in enumerate(horizon_bars):
+        # Predictions wait h bars for their realised return: a ring of the last h cycles per horizon.
+        shapes[f"pending_pred_{i}"] = ((int(b), n_fam, n), 2)
+        shapes[f"pending_time_{i}"] = ((int(b),), None)
+    return shapes
+
+
+def empty_buffers(cfg: FoxliveConfig, n_fam: int, horizon_bars, n: int) -> dict[str, np.ndarray]:
+    out = {}
+    for name, (shape, _) in buffer_shapes(cfg, n_fam, horizon_bars, n).items():
+        out[name] = np.full(shape, np.iinfo(np.int64).min, dtype=np.int64) if name.startswith("pending_time") else np.full(shape, np.nan)
+    return out
+
+
+def align_buffers(
+    cfg: FoxliveConfig, arrays: dict[str, np.ndarray], old_symbols, new_symbols, n_fam: int, horizon_bars
+) -> dict[str, np.ndarray]:
+    """The book's buffers re-indexed to ``new_symbols`` (new symbols start empty, dropped ones are forgotten).
+
+    Buffers whose shape no longer matches the config (a window length or the
+    model set changed) are restarted empty: they are warm-up state, not money.
+    """
+    fresh = empty_buffers(cfg, n_fam, horizon_bars, len(new_symbols))
+    if not arrays:
+        return fresh
+    specs = buffer_shapes(cfg, n_fam, horizon_bars, len(new_symbols))
+    old_index = {s: i for i, s in enumerate(old_symbols)}
+    src = np.array([old_index.get(s, -1) for s in new_symbols], dtype=np.intp)
+    keep = src >= 0
+    out = {}
+    for name, (shape, axis) in specs.items():
+        old = arrays.get(name)
+        if old is None:
+            out[name] = fresh[name]
+            continue
+        if axis is None:
+            out[name] = old if old.shape == shape else fresh[name]
+            continue
+        expected_old = list(shape)
+        expected_old[axis] = len(old_symbols)
+        if list(old.shape) != expected_old:
+            out[name] = fresh[name]
+            continue
+        new = fresh[name]
+        idx_new = [slice(None)] * len(shape)
+        idx_old = [slice(None)] * len(shape)
+        idx_new[axis] = np.flatnonzero(keep)
+        idx_old[axis] = src[keep]
+        new[tuple(idx_new)] = old[tuple(idx_old)]
+        out[name] = new
+    return out
+
+
+@dataclass(frozen=True)
+class Portfolio:
+    """The book at the start of the cycle, marked at the cycle's quotes.
+
+    quantity : (N,) signed shares; mark : (N,) price used to value them;
+    value : cash + sum(quantity * mark); weight : (N,) quantity*mark/value.
+    """
+
+    cash: float
+    quantity: np.ndarray
+    mark: np.ndarray
+    value: float
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self.quantity * self.mark / self.value if self.value > 0 else np.zeros_like(self.mark)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Outcome of :func:`decide` for every symbol.
+
+    decision : (N,) 'TRADE' | 'HOLD' | 'BLOCKED'
+    reason : (N,) why
+    shares : (N,) signed int64 order quantities (0 where no order)
+    target_weight : (N,) weight after every stage (current weight where no trade)
+    trace : dict name -> array, each stage's numbers (see :func:`trace_row`)
+    buffers : the book's new buffers
+    """
+
+    decision: np.ndarray
+    reason: np.ndarray
+    shares: np.ndarray
+    target_weight: np.ndarray
+    trace: dict
+    buffers: dict
+
+
+def _first_reason(*pairs) -> np.ndarray:
+    """Element-wise first reason whose condition holds (pairs of (mask, text)), '' when none."""
+    conds = [m for m, _ in pairs]
+    texts = [t for _, t in pairs]
+    return np.select(conds, texts, default="").astype(object)
+
+
+def decide(
+    cfg: FoxliveConfig,
+    models: ModelInfo,
+    inputs: CycleInputs,
+    buffers: dict[str, np.ndarray],
+    portfolio: Portfolio,
+    halted: bool,
+    quote_max_age_s: float,
+) -> Decision:
+    """Run stages 1-10 of PIPELINE.md for the whole universe (see the module doc)."""
+    N = len(inputs.symbols)
+    bars = models.horizon_bars
+    H = len(bars)
+    buf = dict(buffers)
+
+    # 2. spread / quote gate
+    qg = quote_gate(
+        inputs.quotes.bid, inputs.quotes.ask, inputs.quote_age_s, cfg.quote_gate.max_spread_bps, quote_max_age_s
+    )
+    spread = qg.spread_bps
+
+    # 4. standardise the raw predictions
+    raw = inputs.raw_pred  # (Fam, H, N)
+    sc = cfg.standardization
+    if sc.mode == "rolling":
+        z, buf["z_buffer"] = zscore_rolling(raw, buf["z_buffer"], sc.min_samples, sc.clip)
+    else:
+        z = zscore_cross_sectional(raw, sc.min_samples, sc.clip)
+
+    # 5a. feed realised returns back: predictions made h bars ago meet the return realised since
+    now_ns = inputs.time.value
+    times_ns = inputs.window_times.asi8
+    matured = np.full(raw.shape, np.nan)
+    realised = np.full((H, N), np.nan)
+    for i, h in enumerate(bars):
+        ring_t, ring_p = buf[f"pending_time_{i}"], buf[f"pending_pred_{i}"]
+        if len(times_ns) > h:
+            slot = np.flatnonzero(ring_t == times_ns[-1 - h])
+            if slot.size:
+                matured[:, i, :] = ring_p[slot[-1]]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    realised[i] = inputs.close[-1] / inputs.close[-1 - h] - 1.0
+        # push this cycle's predictions (oldest dropped)
+        buf[f"pending_time_{i}"] = np.concatenate([ring_t[1:], [now_ns]])
+        buf[f"pending_pred_{i}"] = np.concatenate([ring_p[1:], raw[None, :, i, :]], axis=0)
+    buf["ic_pred"], buf["ic_real"] = append_pairs(buf["ic_pred"], buf["ic_real"], matured, realised)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        calib = (matured - realised[None]) / models.target_std[:, :, None]
+    buf["calib_err"] = append(buf["calib_err"], calib)
+
+    # 5b. confidence
+    cc = cfg.confidence
+    ic = spearman_ic(buf["ic_pred"], buf["ic_real"], cc.ic_min_pairs)
+    tau = np.array([h.freshness_tau_s for h in cfg.horizons])
+    fresh = freshness(inputs.data_age_s, tau)
+    planned = np.full(N, cfg.sizing.max_weight * portfolio.value)
+    cap = capacity(inputs.adv, planned, cc.capacity_kappa)
+    stab = stability(buf["calib_err"], cc.stability_warmup)
+    conf = confidence(ic, fresh, cap, stab, cc.ic_floor)
+    calibrated = z * conf
+
+    # 6. blend within each horizon
+    buf["score_hist"] = append_scores(buf["score_hist"], z)
+    temperature = np.array([h.temperature for h in cfg.horizons])
+    weights = blend_weights(
+        ic,
+        buf["score_hist"],
+        cfg.blending.cost_share,
+        cfg.blending.ridge_lambda,
+        cfg.blending.corr_min_points,
+        temperature,
+    )
+    alpha = horizon_alpha(calibrated, weights, models.bps_scale)  # (H, N) bps
+
+    # 7. costs and arbitration across horizons
+    cw = portfolio.weight
+    sigma_h = horizon_sigma(inputs.vol_per_bar, bars)  # (H, N) decimal
+    planned_q = planned_order_dollars(alpha, sigma_h, cw, portfolio.value, cfg.sizing.max_weight, cfg.sizing.z_max)
+    k = cfg.costs
+    impact = impact_bps(planned_q, inputs.adv, k.impact_bps_at_reference, k.impact_reference_participation)
+    cost = trading_cost_bps(spread, sigma_h, impact, k.k1_spread, k.k2_volatility, k.k3_impact)
+    arb = arbitrate(alpha, cost, bars, spread, cfg.arbitration.threshold_base_bps, cfg.arbitration.threshold_spread_mult)
+    best = arb.best
+    alpha_best = select_horizon(alpha, best)
+    sigma_best_bps = select_horizon(sigma_h, best) * 1e4
+
+    # 8. barrier gate at the chosen horizon
+    p_peak = select_horizon(inputs.barrier_prob[:, 0, :], best)
+    p_valley = select_horizon(inputs.barrier_prob[:, 1, :], best)
+    bg = cfg.barrier_gate
+    gate = barrier_gate(
+        p_peak, p_valley, arb.direction, np.sign(portfolio.quantity), alpha_best,
+        bg.g_min, bg.gamma, bg.delta, bg.block_long_p_peak, bg.block_short_p_valley,
+        bg.exit_long_p_peak, bg.exit_short_p_valley, bg.when_missing, bg.fallback_p_peak, bg.fallback_p_valley,
+    )
+
+    # 9. size. A symbol can act only with a valid quote and features.
+    usable = qg.ok & inputs.features_valid
+    enter = usable & arb.passes & (arb.direction != 0) & ~gate.entry_blocked
+    held = portfolio.quantity != 0
+    exit_ = usable & held & gate.exit & ~enter
+    sz = cfg.sizing
+    sized = target_weights(
+        alpha_best, sigma_best_bps, gate.gate, cw, enter, exit_,
+        sz.max_weight, sz.z_max, sz.weight_cap, sz.no_trade_band, sz.gross_target,
+    )
+    # A symbol without a usable quote cannot be rescaled either: it keeps its weight.
+    target = np.where(usable, sized.target, cw)
+
+    # 10. per-trade risk checks (the kill switch lets only risk-reducing changes through)
+    rk = cfg.risk
+    risk = trade_risk_checks(target, cw, rk.max_position_weight, rk.max_gross_exposure, halted)
+    final = risk.final_target
+    price = np.where(np.isfinite(inputs.quotes.mid), inputs.quotes.mid, portfolio.mark)
+    shares = order_shares(final, cw, portfolio.value, price)
+    shares = np.where(usable & risk.allowed, shares, 0)
+
+    # decision and reason, most fundamental first
+    trading = shares != 0
+    flip = enter & (np.sign(final) * np.sign(cw) < 0)
+    barrier_blocked = gate.entry_blocked & arb.passes
+    trade_reason = _first_reason(
+        (exit_, gate.reason),
+        (flip, np.where(arb.direction > 0, "flip_to_long", "flip_to_short")),
+        (enter, np.where(arb.direction > 0, "enter_long", "enter_short")),
+        (sized.reason == "gross_scaled", "gross_scaled"),
+    )
+    hold_reason = _first_reason(
+        (enter & (sized.reason != ""), sized.reason),
+        (enter, "order_rounds_to_zero"),
+        (best < 0, "no_alpha"),
+        (~arb.passes, "below_threshold"),
+    )
+    reason = _first_reason(
+        (~qg.ok, qg.reason),
+        (~inputs.features_valid, "insufficient_history"),
+        (~risk.allowed, risk.reason),
+        (trading, np.where(trade_reason == "", "rebalance", trade_reason)),
+        (barrier_blocked, gate.reason),
+        (hold_reason != "", hold_reason),
+    )
+    reason = np.where(reason == "", "hold", reason).astype(object)
+    blocked = ~qg.ok | (inputs.features_valid & (~risk.allowed | (~trading & barrier_blocked)))
+    decision = np.where(trading, TRADE, np.where(blocked, BLOCKED, HOLD)).astype(object)
+
+    trace = {
+        "raw_pred": raw,
+        "zscore": z,
+        "ic": ic,
+        "freshness": fresh,
+        "capacity": cap,
+        "stability": stab,
+        "confidence": conf,
+        "calibrated": calibrated,
+        "blend_weights": weights,
+        "alpha_bps": alpha,
+        "sigma_h_bps": sigma_h * 1e4,
+        "impact_bps": impact,
+        "cost_bps": cost,
+        "net_bps": arb.net,
+        "score": arb.score,
+        "best_horizon": best,
+        "threshold": arb.threshold,
+        "passes": arb.passes,
+        "direction": arb.direction,
+        "bid": inputs.quotes.bid,
+        "ask": inputs.quotes.ask,
+        "spread_bps": spread,
+        "quote_ok": qg.ok,
+        "quote_reason": qg.reason,
+        "p_peak": p_peak,
+        "p_valley": p_valley,
+        "gate": gate.gate,
+        "gate_fallback": gate.used_fallback,
+        "gate_reason": gate.reason,
+        "z_best": sized.z,
+        "raw_weight": sized.raw_weight,
+        "sizing_reason": sized.reason,
+        "gross_scale": np.full(N, sized.gross_scale),
+        "current_weight": cw,
+        "target_weight": final,
+        "risk_allowed": risk.allowed,
+        "risk_reason": risk.reason,
+        "halted": np.full(N, halted),
+        "shares": shares,
+        "price": price,
+    }
+    return Decision(decision, reason, shares.astype(np.int64), final, trace, buf)

@@ -1,0 +1,484 @@
+"""The trading engine: data -> features -> inference -> stages -> orders -> fills -> state.
+
+:meth:`TradingEngine.run_cycle` runs one cycle of one book for the whole
+universe and commits it in one transaction of the state store.
+:meth:`TradingEngine.replay` runs a range of past cycles on a replay book: it
+gathers the inputs of every cycle in one batch (features over the whole range
+and one inference call per model; features are window-local, so they equal a
+live cycle's bit for bit) and then applies exactly the same
+:func:`foxlive_core.decide.decide` and execution as a live cycle.
+
+Quotes derived from bars (the simulated and historical markets) are judged
+against the bar: a quote older than one bar is stale. A real-time quote feed
+(``quotes_are_realtime`` on the market) is judged against
+``quote_gate.max_quote_age_ms``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time as _time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from foxlive_core.brokers.paper import PaperBroker
+from foxlive_core.brokers.protocol import OrderRequest, OrderResult
+from foxlive_core.calendar import to_utc
+from foxlive_core.config import FoxliveConfig
+from foxlive_core.data.protocol import MarketData
+from foxlive_core.data.types import BarPanel
+from foxlive_core.decide import BLOCKED, HOLD, TRADE, CycleInputs, Decision, ModelInfo, Portfolio, align_buffers, decide
+from foxlive_core.errors import DataError, StateError
+from foxlive_core.explain import pack_trace
+from foxlive_core.features import FEATURE_NAMES, build_features, fill_missing_bars, required_history_bars
+from foxlive_core.models.store import ModelSet
+from foxlive_core.pipeline.risk_checks import portfolio_risk
+from foxlive_core.state import BookState, CycleRecord, StateStore
+
+VOL_FEATURE = "vol_20b"
+
+
+def client_order_id(book: str, cycle_time: pd.Timestamp, symbol: str) -> str:
+    """Deterministic id of a cycle's order: resubmitting the same cycle can never double an order."""
+    return f"{book}:{cycle_time.strftime('%Y%m%dT%H%M%SZ')}:{symbol}"
+
+
+def model_info(models: ModelSet, cfg: FoxliveConfig) -> ModelInfo:
+    return ModelInfo(
+        run_id=models.run_id,
+        families=models.families,
+        horizons=models.horizons,
+        horizon_bars=np.array(cfg.horizon_bars(), dtype=np.int64),
+        bps_scale=models.bps_scale,
+        has_barrier=models.has_barrier(),
+    )
+
+
+@dataclass
+class CycleResult:
+    """Everything one cycle decided and did."""
+
+    book: str
+    time: pd.Timestamp
+    symbols: tuple[str, ...]
+    decision: Decision
+    orders: list[OrderRequest]
+    results: list[OrderResult]
+    portfolio_value: float
+    cash: float
+    gross_exposure: float
+    net_exposure: float
+    drawdown: float
+    daily_return: float
+    halted: bool
+    halt_reason: str
+    model_run_id: str
+    horizons: tuple[str, ...]
+    families: tuple[str, ...]
+    timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        d = self.decision.decision
+        return {"TRADE": int((d == TRADE).sum()), "HOLD": int((d == HOLD).sum()), "BLOCKED": int((d == BLOCKED).sum())}
+
+    def decisions_frame(self) -> pd.DataFrame:
+        tr = self.decision.trace
+        best = tr["best_horizon"]
+        return pd.DataFrame(
+            {
+                "symbol": self.symbols,
+                "decision": self.decision.decision,
+                "reason": self.decision.reason,
+                "horizon": [self.horizons[b] if b >= 0 else "" for b in best],
+                "alpha_bps": np.where(best >= 0, np.take_along_axis(tr["alpha_bps"], np.maximum(best, 0)[None], 0)[0], np.nan),
+                "score": np.where(best >= 0, np.take_along_axis(tr["score"], np.maximum(best, 0)[None], 0)[0], np.nan),
+                "gate": tr["gate"],
+                "current_weight": tr["current_weight"],
+                "target_weight": self.decision.target_weight,
+                "shares": self.decision.shares,
+            }
+        )
+
+    def fills_frame(self) -> pd.DataFrame:
+        rows = [
+            {
+                "client_order_id": r.client_order_id, "symbol": r.symbol, "side": r.side,
+                "requested": r.requested_quantity, "filled": r.filled_quantity, "status": r.status,
+                "price": r.fill.price if r.fill else np.nan, "fee": r.fill.fee if r.fill else 0.0,
+                "reject_reason": r.reject_reason,
+            }
+            for r in self.results
+        ]
+        return pd.DataFrame(rows, columns=["client_order_id", "symbol", "side", "requested", "filled", "status", "price", "fee", "reject_reason"])
+
+    def trace_row(self, symbol: str) -> dict:
+        from foxlive_core.explain import trace_row
+
+        return trace_row(self, symbol)
+
+    def explain(self, symbol: str) -> str:
+        from foxlive_core.explain import render
+
+        return render(self.trace_row(symbol))
+
+
+def load_cycle_bars(cfg: FoxliveConfig, market: MarketData, symbols, times: pd.DatetimeIndex) -> BarPanel:
+    """Raw bars from the first bar the earliest cycle needs through the last cycle time."""
+    need = max(required_history_bars(cfg.market.max_fill_bars), cfg.engine.history_bars)
+    if len(times) == 1:
+        panel = market.bars_ending_at(symbols, times[0], need)
+    else:
+        first = market.calendar.bars_ending_at(times[0], need)[0]
+        panel = market.bars(symbols, first, times[-1])
+    missing = times.difference(panel.times)
+    if len(missing):
+        raise DataError(
+            f"cycle time(s) {[str(t) for t in missing[:3]]} are not bar close times of calendar "
+            f"{market.calendar.code} at {cfg.market.bar_interval}; cycles run at bar closes"
+        )
+    return panel
+
+
+def cycle_features(cfg: FoxliveConfig, panel: BarPanel, times: pd.DatetimeIndex) -> np.ndarray:
+    """Features at each cycle time, shape (C, N, F) (the last-row fast path for a single live cycle)."""
+    fill = cfg.market.max_fill_bars
+    if len(times) == 1 and panel.times[-1] == times[0]:
+        return build_features(panel, fill, last_only=True).values
+    return build_features(panel, fill).values[panel.times.get_indexer(times)]
+
+
+class TradingEngine:
+    """Runs cycles of books on one market, one model set and one state store.
+
+    Parameters
+    ----------
+    cfg : FoxliveConfig
+    market : MarketData
+    models : ModelSet (verified; see :class:`foxlive_core.models.store.ModelStore`)
+    store : StateStore
+    symbols : the universe (defaults to ``cfg.symbols``)
+    broker_factory : book -> broker with ``set_quotes``, ``submit_orders`` and ``reset``
+        (defaults to a :class:`PaperBroker` account named after the book in the state file)
+    """
+
+    def __init__(self, cfg: FoxliveConfig, market: MarketData, models: ModelSet, store: StateStore, symbols=None,
+                 broker_factory=None) -> None:
+        self.cfg = cfg
+        self.market = market
+        self.models = models
+        self.info = model_info(models, cfg)
+        self.store = store
+        self.symbols = tuple(symbols or cfg.symbols)
+        unknown = [s for s in self.symbols if s not in set(market.symbols)]
+        if unknown:
+            raise DataError(f"symbol(s) {unknown[:10]} are not served by the market data source; fix config/symbols.yaml")
+        self.history_bars = cfg.engine.history_bars
+        self._broker_factory = broker_factory or (lambda book: PaperBroker(cfg.broker, store.path, account_id=book))
+        self._brokers: dict = {}
+        self._vol_idx = FEATURE_NAMES.index(VOL_FEATURE)
+        realtime = getattr(market, "quotes_are_realtime", False)
+        self.quote_max_age_s = cfg.quote_gate.max_quote_age_ms / 1000.0 if realtime else market.calendar.bar_seconds()
+
+    # ------------------------------------------------------------------ books
+
+    def broker(self, book: str):
+        if book not in self._brokers:
+            self._brokers[book] = self._broker_factory(book)
+        return self._brokers[book]
+
+    def ensure_book(self, book: str) -> None:
+        if not self.store.exists(book):
+            self.store.create_book(book, self.cfg.broker.starting_cash)
+
+    def reset_book(self, book: str) -> None:
+        """Delete ``book`` and its paper account and start it again with the starting cash."""
+        self.store.delete_book(book)
+        self.broker(book).reset(self.cfg.broker.starting_cash)
+        self.store.create_book(book, self.cfg.broker.starting_cash)
+
+    # ------------------------------------------------------------------ inputs
+    #
+    # A cycle's inputs are made in four steps, each usable alone (the Dagster assets
+    # market_bars -> features -> predictions -> trading_cycle are these steps):
+    # load_bars -> cycle_features -> predict -> iter_inputs. Features are window-local,
+    # so one step over many cycles gives each cycle exactly what a lone cycle gets.
+
+    def load_bars(self, times: pd.DatetimeIndex) -> BarPanel:
+        return load_cycle_bars(self.cfg, self.market, self.symbols, times)
+
+    def cycle_features(self, panel: BarPanel, times: pd.DatetimeIndex) -> np.ndarray:
+        return cycle_features(self.cfg, panel, times)
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw predictions (H, Fam, C, N) and barrier probabilities (H, 2, C, N) for features X (C, N, F)."""
+        C, N, F = X.shape
+        flat = X.reshape(C * N, F)
+        pred = self.models.predict(flat).reshape(len(self.info.horizons), len(self.info.families), C, N)
+        barrier = self.models.predict_barriers(flat).reshape(len(self.info.horizons), 2, C, N)
+        return pred, barrier
+
+    def iter_inputs(self, times: pd.DatetimeIndex, panel: BarPanel, X: np.ndarray, pred: np.ndarray, barrier: np.ndarray):
+        """Yield each cycle's CycleInputs from the batch pieces above."""
+        filled = fill_missing_bars(panel, self.cfg.market.max_fill_bars)
+        rows = panel.times.get_indexer(times)
+        L = self.history_bars
+        for c, t in enumerate(times):
+            lo = max(0, rows[c] + 1 - L)
+            window = slice(lo, rows[c] + 1)
+            yield self._inputs_from(t, panel.rows(window), filled.rows(window), X[c], pred[:, :, c, :], barrier[:, :, c, :])
+
+    def gather_inputs(self, time) -> CycleInputs:
+        """Inputs of the single cycle at bar time ``time`` (the live path)."""
+        times = pd.DatetimeIndex([to_utc(time)])
+        panel = self.load_bars(times)
+        X = self.cycle_features(panel, times)
+        pred, barrier = self.predict(X)
+        return next(self.iter_inputs(times, panel, X, pred, barrier))
+
+    def _inputs_from(self, t, window: BarPanel, filled: BarPanel, X, pred_hfn, barrier) -> CycleInputs:
+        quotes = self.market.quotes(self.symbols, t)
+        real = np.isfinite(window.close)
+        last_real = np.where(real.any(axis=0), len(window.times) - 1 - np.argmax(real[::-1], axis=0), -1)
+        last_time_ns = window.times.asi8[np.maximum(last_real, 0)]
+        data_age_s = np.where(last_real >= 0, (t.value - last_time_ns) / 1e9, np.inf)
+        q_ns = quotes.time.astype("datetime64[ns]").astype(np.int64)
+        quote_age_s = np.where(np.isnat(quotes.time), np.nan, (t.value - q_ns) / 1e9)
+        return CycleInputs(
+            time=t,
+            symbols=self.symbols,
+            window_times=filled.times,
+            close=filled.close,
+            features_valid=np.isfinite(X).all(axis=1),
+            vol_per_bar=X[:, self._vol_idx],
+            data_age_s=data_age_s,
+            quotes=quotes,
+            quote_age_s=quote_age_s,
+            adv=self.market.adv(self.symbols, t),
+            raw_pred=np.ascontiguousarray(np.swapaxes(pred_hfn, 0, 1)),
+            barrier_prob=barrier,
+        )
+
+    # ------------------------------------------------------------------ cycles
+
+    def run_cycle(self, book: str, time, inputs: CycleInputs | None = None) -> CycleResult:
+        """Run and commit the cycle of ``book`` at bar time ``time``.
+
+        A cycle already committed for this book is refused (StateError): cycles
+        are applied once. The book's lock keeps cycles of one book from overlapping.
+        """
+        t = to_utc(time)
+        self.ensure_book(book)
+        with self.store.locked(book, owner=f"{socket.gethostname()}:{os.getpid()}:{t.isoformat()}"):
+            if self.store.cycle_done(book, t):
+                raise StateError(f"book {book!r}: the cycle at {t} has already run; cycles are applied once")
+            state = self.store.load(book)
+            if state.last_cycle_time is not None and t <= state.last_cycle_time:
+                raise StateError(
+                    f"book {book!r}: cycle time {t} is not after the book's last cycle {state.last_cycle_time}; "
+                    "cycles of a book run forward in time (replay history on a separate book)"
+                )
+            return self._cycle(book, t, state, inputs)
+
+    def _cycle(self, book: str, t: pd.Timestamp, state: BookState, inputs: CycleInputs | None) -> CycleResult:
+        timings = {}
+        t0 = _time.perf_counter()
+        if inputs is None:
+            inputs = self.gather_inputs(t)
+        t1 = _time.perf_counter()
+        timings["inputs_ms"] = (t1 - t0) * 1e3
+        cfg = self.cfg
+        buffers = align_buffers(cfg, state.arrays, state.symbols, self.symbols, len(self.info.families), self.info.horizon_bars)
+        broker = self.broker(book)
+        broker.set_quotes(inputs.quotes)
+
+        portfolio = self._portfolio(state, inputs)
+        session = str(self.market.calendar.session_date(t).date())
+        events: list[tuple[str, str, str, dict]] = []
+        if state.session_date != session:
+            state.session_date = session
+            state.start_of_day_value = portfolio.value
+        state.high_water_mark = max(state.high_water_mark, portfolio.value)
+        self._check_kill_switch(state, portfolio.value, events, "pre-trade")
+
+        t2 = _time.perf_counter()
+        decision = decide(cfg, self.info, inputs, buffers, portfolio, state.halted, self.quote_max_age_s)
+        t3 = _time.perf_counter()
+        timings["stages_ms"] = (t3 - t2) * 1e3
+
+        orders = [
+            OrderRequest(client_order_id(book, t, s), s, "buy" if q > 0 else "sell", int(abs(q)), t.to_pydatetime())
+            for s, q in zip(self.symbols, decision.shares)
+            if q != 0
+        ]
+        results = broker.submit_orders(orders) if orders else []
+        self._apply_fills(state, results, decision)
+        t4 = _time.perf_counter()
+        timings["execution_ms"] = (t4 - t3) * 1e3
+
+        after = self._portfolio(state, inputs)
+        state.high_water_mark = max(state.high_water_mark, after.value)
+        self._check_kill_switch(state, after.value, events, "post-trade")
+        gross = float(np.abs(after.weight).sum())
+        net = float(after.weight.sum())
+        risk = portfolio_risk(after.value, state.start_of_day_value, state.high_water_mark, gross * after.value, net * after.value)
+        state.arrays = decision.buffers
+        state.symbols = self.symbols
+        state.cycle_count += 1
+        state.last_cycle_time = t
+        state.model_run_id = self.info.run_id
+        result = CycleResult(
+            book=book, time=t, symbols=self.symbols, decision=decision, orders=orders, results=results,
+            portfolio_value=after.value, cash=state.cash, gross_exposure=gross, net_exposure=net,
+            drawdown=risk.drawdown, daily_return=risk.daily_return, halted=state.halted, halt_reason=state.halt_reason,
+            model_run_id=self.info.run_id, horizons=self.info.horizons, families=self.info.families, timings_ms=timings,
+        )
+        self.store.commit_cycle(state, self._record(result), events)
+        timings["commit_ms"] = (_time.perf_counter() - t4) * 1e3
+        return result
+
+    def _portfolio(self, state: BookState, inputs: CycleInputs) -> Portfolio:
+        qty = np.array([state.positions.get(s, (0, 0.0))[0] for s in self.symbols], dtype=np.float64)
+        avg = np.array([state.positions.get(s, (0, 0.0))[1] for s in self.symbols], dtype=np.float64)
+        mid = inputs.quotes.mid
+        last_close = inputs.close[-1]
+        mark = np.where(np.isfinite(mid) & (mid > 0), mid, np.where(np.isfinite(last_close), last_close, avg))
+        held_elsewhere = sum(q * p for s, (q, p) in state.positions.items() if s not in set(self.symbols))
+        value = state.cash + float(np.sum(qty * mark)) + held_elsewhere
+        return Portfolio(cash=state.cash, quantity=qty, mark=mark, value=value)
+
+    def _apply_fills(self, state: BookState, results: list[OrderResult], decision: Decision) -> None:
+        """Post fills to the book's ledger; a rejected order turns its symbol's decision into BLOCKED."""
+        index = {s: i for i, s in enumerate(self.symbols)}
+        for r in results:
+            i = index[r.symbol]
+            if r.fill is None:
+                decision.decision[i] = BLOCKED
+                decision.reason[i] = f"broker_{r.reject_reason}"
+                decision.shares[i] = 0
+                continue
+            f = r.fill
+            q_old, p_old = state.positions.get(f.symbol, (0, 0.0))
+            dq = f.signed_quantity
+            q_new = q_old + dq
+            if q_new == 0:
+                p_new = 0.0
+            elif q_old == 0 or np.sign(q_old) != np.sign(q_new):
+                p_new = f.price
+            elif abs(q_new) > abs(q_old):
+                p_new = (q_old * p_old + dq * f.price) / q_new
+            else:
+                p_new = p_old
+            state.positions[f.symbol] = (q_new, p_new)
+            state.cash -= dq * f.price + f.fee
+            if r.filled_quantity != r.requested_quantity:
+                decision.shares[i] = dq
+                decision.reason[i] = f"{decision.reason[i]}_partial_fill"
+
+    def _check_kill_switch(self, state: BookState, value: float, events: list, when: str) -> None:
+        rk = self.cfg.risk
+        risk = portfolio_risk(value, state.start_of_day_value, state.high_water_mark, 0.0, 0.0, rk.daily_loss_limit, rk.drawdown_limit)
+        if risk.breach and not state.halted:
+            state.halted = True
+            state.halt_reason = f"{risk.reason}: {risk.detail}"
+            state.halted_at = datetime.now(timezone.utc).isoformat()
+            state.halted_by = "engine"
+            events.append(("halt", "engine", state.halt_reason, {"when": when, "portfolio_value": value}))
+
+    def _record(self, r: CycleResult) -> CycleRecord:
+        frame = r.decisions_frame()
+        fills = [x.fill for x in r.results if x.fill is not None]
+        counts = r.counts
+        top = frame.reindex(frame["alpha_bps"].abs().sort_values(ascending=False).index).head(5)
+        summary = {
+            "counts": counts,
+            "reasons": frame.groupby(["decision", "reason"]).size().rename("n").reset_index().to_dict("records"),
+            "model_run_id": r.model_run_id,
+            "timings_ms": {k: round(v, 3) for k, v in r.timings_ms.items()},
+            "top": top[["symbol", "decision", "reason", "horizon", "alpha_bps"]].to_dict("records"),
+            "halt_reason": r.halt_reason,
+        }
+        decisions = [
+            (row.symbol, row.decision, row.reason, row.horizon,
+             None if not np.isfinite(row.alpha_bps) else float(row.alpha_bps),
+             None if not np.isfinite(row.score) else float(row.score),
+             float(row.target_weight), int(row.shares))
+            for row in frame.itertuples(index=False)
+        ]
+        orders = [
+            (x.client_order_id, x.symbol, x.side, x.requested_quantity, x.filled_quantity, x.status,
+             x.fill.price if x.fill else None, x.fill.fee if x.fill else 0.0, x.reject_reason)
+            for x in r.results
+        ]
+        return CycleRecord(
+            cycle_time=r.time, portfolio_value=r.portfolio_value, cash=r.cash, gross_exposure=r.gross_exposure,
+            net_exposure=r.net_exposure, drawdown=r.drawdown, daily_return=r.daily_return,
+            n_trade=counts["TRADE"], n_hold=counts["HOLD"], n_blocked=counts["BLOCKED"],
+            n_orders=len(r.orders), n_fills=len(fills), fees=float(sum(f.fee for f in fills)),
+            traded_notional=float(sum(f.notional for f in fills)), halted=r.halted, summary=summary,
+            decisions=decisions, orders=orders, trace_blob=pack_trace(r),
+        )
+
+    # ------------------------------------------------------------------ replay
+
+    def cycle_times(self, start, end) -> pd.DatetimeIndex:
+        """Bar close times in [start, end] (every one is a cycle)."""
+        return self.market.calendar.bar_times(to_utc(start), to_utc(end))
+
+    def replay(self, book: str, start, end, *, fresh: bool = True, progress: bool = False, on_cycle=None,
+               chunk_sessions: int = 5) -> list[CycleResult]:
+        """Replay every cycle in [start, end] on ``book`` (never the live book).
+
+        With ``fresh`` the book is deleted and restarted with the starting cash,
+        so a replay of a range always gives the same numbers. Inputs are gathered
+        a few sessions at a time (features and one inference call per model for
+        the whole chunk); each cycle then runs the live code path.
+        """
+        times = self.cycle_times(start, end)
+        if len(times) == 0:
+            raise DataError(f"no bar closes between {start} and {end} on calendar {self.market.calendar.code}")
+        return self.replay_inputs(book, self.batch_inputs(times, chunk_sessions), len(times),
+                                  fresh=fresh, progress=progress, on_cycle=on_cycle)
+
+    def replay_inputs(self, book: str, inputs, total: int | None = None, *, fresh: bool = True, progress: bool = False,
+                      on_cycle=None) -> list[CycleResult]:
+        """Run the cycles of an iterable of CycleInputs on replay book ``book``."""
+        if book == self.cfg.book:
+            raise StateError(
+                f"replay book {book!r} is the live book (config `book`); replay on a separate book, e.g. --book replay"
+            )
+        if fresh:
+            self.reset_book(book)
+        else:
+            self.ensure_book(book)
+        if progress:
+            from tqdm.auto import tqdm
+
+            inputs = tqdm(inputs, total=total, desc=f"replay {book}", unit="cycle")
+        results = []
+        with self.store.locked(book):
+            for inp in inputs:
+                state = self.store.load(book)
+                if state.last_cycle_time is not None and inp.time <= state.last_cycle_time:
+                    continue
+                result = self._cycle(book, inp.time, state, inp)
+                results.append(result)
+                if on_cycle is not None:
+                    on_cycle(result)
+        return results
+
+    def batch_inputs(self, times: pd.DatetimeIndex, chunk_sessions: int = 5):
+        """Yield the CycleInputs of each time, loading bars, features and predictions a few sessions at a time."""
+        sessions = pd.Index(times.tz_convert(self.market.calendar.tz).date)
+        boundaries = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1]])
+        starts = list(boundaries[::chunk_sessions]) + [len(times)]
+        for s0, s1 in zip(starts[:-1], starts[1:]):
+            chunk = times[s0:s1]
+            panel = self.load_bars(chunk)
+            X = self.cycle_features(panel, chunk)
+            pred, barrier = self.predict(X)
+            yield from self.iter_inputs(chunk, panel, X, pred, barrier)

@@ -1,0 +1,173 @@
+"""Why a symbol traded: one symbol's trace as a dict, and rendered for a person."""
+
+from __future__ import annotations
+
+import io
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+
+def _f(x) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def trace_row(result, symbol: str) -> dict:
+    """Every stage's numbers for ``symbol`` in cycle ``result`` (a CycleResult), JSON-able."""
+    if symbol not in result.symbols:
+        raise KeyError(f"{symbol!r} is not in this cycle's universe ({len(result.symbols)} symbols)")
+    i = result.symbols.index(symbol)
+    tr = result.decision.trace
+    fams, hors = result.families, result.horizons
+    best = int(tr["best_horizon"][i])
+    horizons = []
+    for h, name in enumerate(hors):
+        horizons.append(
+            {
+                "horizon": name,
+                "alpha_bps": _f(tr["alpha_bps"][h, i]),
+                "sigma_bps": _f(tr["sigma_h_bps"][h, i]),
+                "impact_bps": _f(tr["impact_bps"][h, i]),
+                "cost_bps": _f(tr["cost_bps"][h, i]),
+                "net_bps": _f(tr["net_bps"][h, i]),
+                "score": _f(tr["score"][h, i]),
+                "freshness": _f(tr["freshness"][h, i]),
+                "chosen": h == best,
+                "families": {
+                    fam: {
+                        "raw": _f(tr["raw_pred"][f, h, i]),
+                        "zscore": _f(tr["zscore"][f, h, i]),
+                        "ic": _f(tr["ic"][f, h, i]),
+                        "stability": _f(tr["stability"][f, h, i]),
+                        "confidence": _f(tr["confidence"][f, h, i]),
+                        "calibrated": _f(tr["calibrated"][f, h, i]),
+                        "weight": _f(tr["blend_weights"][h, i, f]),
+                    }
+                    for f, fam in enumerate(fams)
+                },
+            }
+        )
+    return {
+        "symbol": symbol,
+        "time": result.time.isoformat(),
+        "book": result.book,
+        "model_run_id": result.model_run_id,
+        "decision": str(result.decision.decision[i]),
+        "reason": str(result.decision.reason[i]),
+        "quote": {
+            "bid": _f(tr["bid"][i]),
+            "ask": _f(tr["ask"][i]),
+            "spread_bps": _f(tr["spread_bps"][i]),
+            "ok": bool(tr["quote_ok"][i]),
+            "reason": str(tr["quote_reason"][i]),
+        },
+        "capacity": _f(tr["capacity"][i]),
+        "horizons": horizons,
+        "chosen_horizon": hors[best] if best >= 0 else None,
+        "threshold_bps": _f(tr["threshold"][i]),
+        "passes": bool(tr["passes"][i]),
+        "direction": int(tr["direction"][i]),
+        "gate": {
+            "p_peak": _f(tr["p_peak"][i]),
+            "p_valley": _f(tr["p_valley"][i]),
+            "g": _f(tr["gate"][i]),
+            "fallback": bool(tr["gate_fallback"][i]),
+            "reason": str(tr["gate_reason"][i]),
+        },
+        "sizing": {
+            "z": _f(tr["z_best"][i]),
+            "raw_weight": _f(tr["raw_weight"][i]),
+            "current_weight": _f(tr["current_weight"][i]),
+            "target_weight": _f(result.decision.target_weight[i]),
+            "gross_scale": _f(tr["gross_scale"][i]),
+            "reason": str(tr["sizing_reason"][i]),
+            "shares": int(result.decision.shares[i]),
+            "price": _f(tr["price"][i]),
+        },
+        "risk": {
+            "allowed": bool(tr["risk_allowed"][i]),
+            "reason": str(tr["risk_reason"][i]),
+            "halted": bool(tr["halted"][i]),
+        },
+    }
+
+
+def _n(x, fmt="{:+.2f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def render(row: dict) -> str:
+    """A person-readable explanation of :func:`trace_row`'s output."""
+    lines = [
+        f"{row['symbol']} @ {row['time']}  book={row['book']}  models={row['model_run_id']}",
+        f"decision: {row['decision']} ({row['reason']})",
+        f"quote: bid {_n(row['quote']['bid'], '{:.4f}')} ask {_n(row['quote']['ask'], '{:.4f}')}  "
+        f"spread {_n(row['quote']['spread_bps'], '{:.2f}')} bps"
+        + ("" if row["quote"]["ok"] else f"  BLOCKED: {row['quote']['reason']}")
+        + f"   capacity {_n(row['capacity'], '{:.3f}')}",
+        "",
+        f"{'horizon':>8} {'alpha bps':>10} {'sigma bps':>10} {'cost bps':>9} {'net bps':>9} {'score':>8}  weights (family: w x s~)",
+    ]
+    for h in row["horizons"]:
+        mark = " <" if h["chosen"] else "  "
+        fams = ", ".join(
+            f"{name}: {_n(v['weight'], '{:.2f}')} x {_n(v['calibrated'], '{:+.3f}')} (ic {_n(v['ic'], '{:+.2f}')})"
+            for name, v in h["families"].items()
+        )
+        lines.append(
+            f"{h['horizon']:>8} {_n(h['alpha_bps']):>10} {_n(h['sigma_bps'], '{:.1f}'):>10} {_n(h['cost_bps'], '{:.2f}'):>9} "
+            f"{_n(h['net_bps']):>9} {_n(h['score']):>8}{mark} {fams}"
+        )
+    g, s, r = row["gate"], row["sizing"], row["risk"]
+    lines += [
+        "",
+        f"chosen horizon: {row['chosen_horizon'] or 'none'}  threshold {_n(row['threshold_bps'], '{:.2f}')} bps  "
+        f"passes={row['passes']}  direction={ {1: 'long', -1: 'short', 0: 'none'}[row['direction']] }",
+        f"barrier gate: p_peak {_n(g['p_peak'], '{:.3f}')}  p_valley {_n(g['p_valley'], '{:.3f}')}  g {_n(g['g'], '{:.3f}')}"
+        + ("  (no barrier model: fallback probabilities)" if g["fallback"] else "")
+        + (f"  [{g['reason']}]" if g["reason"] else ""),
+        f"sizing: z {_n(s['z'])}  raw weight {_n(s['raw_weight'], '{:+.4f}')}  current {_n(s['current_weight'], '{:+.4f}')}  "
+        f"target {_n(s['target_weight'], '{:+.4f}')}  gross scale {_n(s['gross_scale'], '{:.3f}')}"
+        + (f"  [{s['reason']}]" if s["reason"] else ""),
+        f"order: {s['shares']:+d} shares @ {_n(s['price'], '{:.2f}')}",
+        f"risk: {'allowed' if r['allowed'] else 'BLOCKED: ' + r['reason']}" + ("  (book halted)" if r["halted"] else ""),
+    ]
+    return "\n".join(lines)
+
+
+def to_json(row: dict) -> str:
+    return json.dumps(row, indent=2)
+
+
+def pack_trace(result) -> bytes:
+    """A cycle's whole trace as one compact .npz blob (what `foxlive explain` reads back)."""
+    arrays = {f"trace__{k}": (v.astype(str) if v.dtype == object else v) for k, v in result.decision.trace.items()}
+    d = result.decision
+    meta = {
+        "book": result.book, "time": result.time.isoformat(), "model_run_id": result.model_run_id,
+        "symbols": list(result.symbols), "horizons": list(result.horizons), "families": list(result.families),
+    }
+    buf = io.BytesIO()
+    np.savez(
+        buf, meta=np.array(json.dumps(meta)), decision=d.decision.astype(str), reason=d.reason.astype(str),
+        shares=d.shares, target_weight=d.target_weight, **arrays,
+    )
+    return buf.getvalue()
+
+
+def unpack_trace(blob: bytes) -> SimpleNamespace:
+    """The inverse of :func:`pack_trace`: an object :func:`trace_row` accepts."""
+    z = np.load(io.BytesIO(blob), allow_pickle=False)
+    meta = json.loads(str(z["meta"]))
+    trace = {k[len("trace__"):]: z[k] for k in z.files if k.startswith("trace__")}
+    decision = SimpleNamespace(
+        decision=z["decision"], reason=z["reason"], shares=z["shares"], target_weight=z["target_weight"], trace=trace
+    )
+    return SimpleNamespace(
+        book=meta["book"], time=pd.Timestamp(meta["time"]), model_run_id=meta["model_run_id"],
+        symbols=tuple(meta["symbols"]), horizons=tuple(meta["horizons"]), families=tuple(meta["families"]),
+        decision=decision,
+    )

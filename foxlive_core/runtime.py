@@ -1,0 +1,75 @@
+"""Building the runtime objects from a configuration: market, stores, engine.
+
+The CLI and the Dagster resources both construct their objects here, so the
+two never wire foxlive differently.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from foxlive_core.config import FoxliveConfig
+from foxlive_core.data.protocol import MarketData
+from foxlive_core.engine import TradingEngine
+from foxlive_core.models.store import ModelStore
+from foxlive_core.state import StateStore
+
+
+def make_market(cfg: FoxliveConfig, symbols=None) -> MarketData:
+    """The configured market-data source over ``symbols`` (default: the configured universe)."""
+    symbols = tuple(symbols or cfg.symbols)
+    if cfg.market.source == "historical":
+        from foxlive_core.data.historical import HistoricalMarket
+
+        return HistoricalMarket(cfg.market.historical.path, cfg.market, symbols)
+    from foxlive_core.data.simulated import SimulatedMarket
+
+    return SimulatedMarket(symbols, cfg.market)
+
+
+def open_engine(cfg: FoxliveConfig, market: MarketData | None = None, run_id: str | None = None, symbols=None) -> TradingEngine:
+    """An engine on the active model run (or ``run_id``), the configured market and state store."""
+    market = market or make_market(cfg, symbols)
+    store = ModelStore(cfg.models_root)
+    models = store.load(run_id, cfg) if run_id else store.load_active(cfg)
+    return TradingEngine(cfg, market, models, StateStore(cfg.state_path), symbols=symbols)
+
+
+def session_bounds(market: MarketData, end, sessions: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(first bar, last bar) of the ``sessions`` complete sessions ending at or before ``end``."""
+    cal = market.calendar
+    end = pd.Timestamp(end)
+    frame = cal.sessions(end - pd.Timedelta(days=2 * sessions + 10), end)
+    frame = frame[frame["close"] <= end].iloc[-sessions:]
+    first = cal.bar_times(frame["open"].iloc[0], frame["close"].iloc[0])[0]
+    return first, frame["close"].iloc[-1]
+
+
+def performance(cycles: pd.DataFrame, starting_cash: float, bars_per_year: float) -> dict:
+    """Summary figures of a run of cycles (rows of :meth:`StateStore.cycles`).
+
+    Sharpe is the annualised mean over std of per-cycle returns of portfolio
+    value (``bars_per_year`` cycles a year); turnover is traded notional over
+    the mean portfolio value.
+    """
+    pv = cycles["portfolio_value"].to_numpy()
+    values = np.r_[starting_cash, pv]
+    rets = values[1:] / values[:-1] - 1.0
+    sharpe = float(rets.mean() / rets.std() * np.sqrt(bars_per_year)) if len(rets) > 1 and rets.std() > 0 else 0.0
+    hwm = np.maximum.accumulate(values)
+    return {
+        "cycles": int(len(cycles)),
+        "final_value": float(pv[-1]) if len(pv) else starting_cash,
+        "pnl": float(pv[-1] - starting_cash) if len(pv) else 0.0,
+        "return_pct": float((pv[-1] / starting_cash - 1) * 100) if len(pv) else 0.0,
+        "sharpe_annualised": sharpe,
+        "max_drawdown_pct": float((1 - values / hwm).max() * 100),
+        "turnover": float(cycles["traded_notional"].sum() / values.mean()),
+        "fees": float(cycles["fees"].sum()),
+        "orders": int(cycles["n_orders"].sum()),
+        "fills": int(cycles["n_fills"].sum()),
+        "trade_decisions": int(cycles["n_trade"].sum()),
+        "hold_decisions": int(cycles["n_hold"].sum()),
+        "blocked_decisions": int(cycles["n_blocked"].sum()),
+    }

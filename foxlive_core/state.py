@@ -1,0 +1,429 @@
+"""The state store: everything that carries across cycles, per book, in one SQLite file.
+
+One file holds every book (``live``, ``replay``, ...). Per book it keeps the
+ledger (cash, positions), the risk marks (high-water mark, start-of-day
+value and its session), the halt flag with who/why/when, the signal
+buffers of the pipeline (z-score buffers, IC pairs, calibration errors,
+score histories, pending predictions) as numpy arrays, the completed cycles,
+their compact decisions, the orders sent, an event log, and a lock so two
+cycles of one book never overlap.
+
+A cycle is committed in **one transaction** (:meth:`StateStore.commit_cycle`),
+so a cycle run in a fresh process continues exactly where the last one
+stopped, and a crash mid-cycle leaves the previous cycle's state intact.
+stdlib ``sqlite3`` in WAL mode; arrays are stored as ``.npy`` blobs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foxlive_core.errors import StateError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS book_state (
+    book TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    cash REAL NOT NULL,
+    high_water_mark REAL NOT NULL,
+    start_of_day_value REAL NOT NULL,
+    session_date TEXT,
+    last_cycle_time TEXT,
+    cycle_count INTEGER NOT NULL DEFAULT 0,
+    halted INTEGER NOT NULL DEFAULT 0,
+    halt_reason TEXT NOT NULL DEFAULT '',
+    halted_at TEXT,
+    halted_by TEXT NOT NULL DEFAULT '',
+    symbols TEXT NOT NULL DEFAULT '[]',
+    model_run_id TEXT NOT NULL DEFAULT '',
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS book_positions (
+    book TEXT NOT NULL, symbol TEXT NOT NULL, quantity INTEGER NOT NULL, avg_price REAL NOT NULL,
+    PRIMARY KEY (book, symbol)
+);
+CREATE TABLE IF NOT EXISTS book_arrays (
+    book TEXT NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (book, name)
+);
+CREATE TABLE IF NOT EXISTS cycles (
+    book TEXT NOT NULL, cycle_time TEXT NOT NULL,
+    portfolio_value REAL NOT NULL, cash REAL NOT NULL, gross_exposure REAL NOT NULL, net_exposure REAL NOT NULL,
+    drawdown REAL NOT NULL, daily_return REAL NOT NULL,
+    n_trade INTEGER NOT NULL, n_hold INTEGER NOT NULL, n_blocked INTEGER NOT NULL,
+    n_orders INTEGER NOT NULL, n_fills INTEGER NOT NULL, fees REAL NOT NULL, traded_notional REAL NOT NULL,
+    halted INTEGER NOT NULL, summary TEXT NOT NULL, committed_at TEXT NOT NULL,
+    PRIMARY KEY (book, cycle_time)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    book TEXT NOT NULL, cycle_time TEXT NOT NULL, symbol TEXT NOT NULL,
+    decision TEXT NOT NULL, reason TEXT NOT NULL, horizon TEXT NOT NULL,
+    alpha_bps REAL, score REAL, target_weight REAL, shares INTEGER NOT NULL,
+    PRIMARY KEY (book, cycle_time, symbol)
+);
+CREATE TABLE IF NOT EXISTS orders (
+    book TEXT NOT NULL, client_order_id TEXT NOT NULL, cycle_time TEXT NOT NULL, symbol TEXT NOT NULL,
+    side TEXT NOT NULL, quantity INTEGER NOT NULL, filled_quantity INTEGER NOT NULL, status TEXT NOT NULL,
+    price REAL, fee REAL NOT NULL, reject_reason TEXT NOT NULL,
+    PRIMARY KEY (book, client_order_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, book TEXT NOT NULL, time TEXT NOT NULL, kind TEXT NOT NULL,
+    actor TEXT NOT NULL, reason TEXT NOT NULL, details TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS last_traces (
+    book TEXT PRIMARY KEY, cycle_time TEXT NOT NULL, data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS book_locks (
+    book TEXT PRIMARY KEY, owner TEXT NOT NULL, acquired_at TEXT NOT NULL, expires_at TEXT NOT NULL
+);
+"""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(t) -> str:
+    return pd.Timestamp(t).tz_convert("UTC").isoformat()
+
+
+def array_to_blob(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def blob_to_array(blob: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(blob), allow_pickle=False)
+
+
+@dataclass
+class BookState:
+    """A book's state as loaded at the start of a cycle (and written back at its end).
+
+    ``arrays`` holds the pipeline's buffers keyed by name; their symbol axis
+    follows ``symbols`` (see :func:`foxlive_core.engine.align_arrays`).
+    """
+
+    book: str
+    cash: float
+    high_water_mark: float
+    start_of_day_value: float
+    session_date: str | None
+    last_cycle_time: pd.Timestamp | None
+    cycle_count: int
+    halted: bool
+    halt_reason: str
+    halted_at: str | None
+    halted_by: str
+    symbols: tuple[str, ...]
+    model_run_id: str
+    positions: dict[str, tuple[int, float]] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CycleRecord:
+    """What :meth:`StateStore.commit_cycle` writes for one completed cycle."""
+
+    cycle_time: pd.Timestamp
+    portfolio_value: float
+    cash: float
+    gross_exposure: float
+    net_exposure: float
+    drawdown: float
+    daily_return: float
+    n_trade: int
+    n_hold: int
+    n_blocked: int
+    n_orders: int
+    n_fills: int
+    fees: float
+    traded_notional: float
+    halted: bool
+    summary: dict
+    decisions: list[tuple]  # (symbol, decision, reason, horizon, alpha_bps, score, target_weight, shares)
+    orders: list[tuple]  # (client_order_id, symbol, side, quantity, filled, status, price, fee, reject_reason)
+    trace_blob: bytes = b""  # the cycle's whole trace (foxlive_core.explain.pack_trace)
+
+
+class StateStore:
+    """SQLite-backed state of every book. Safe to open from several processes."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        try:
+            self._conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"state store {self.path} is not a usable SQLite database ({exc}); move it aside and start a new book") from exc
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def transaction(self):
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # ------------------------------------------------------------------ books
+
+    def books(self) -> list[str]:
+        return [r[0] for r in self._conn.execute("SELECT book FROM book_state ORDER BY book")]
+
+    def exists(self, book: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM book_state WHERE book=?", (book,)).fetchone() is not None
+
+    def create_book(self, book: str, starting_cash: float) -> None:
+        """Create ``book`` with ``starting_cash`` if it does not exist (idempotent)."""
+        now = utcnow().isoformat()
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO book_state (book, created_at, cash, high_water_mark, start_of_day_value, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (book, now, starting_cash, starting_cash, starting_cash, now),
+            )
+
+    def delete_book(self, book: str) -> None:
+        """Remove every row of ``book`` (replay books are rebuilt from scratch)."""
+        with self.transaction() as c:
+            for table in ("book_state", "book_positions", "book_arrays", "cycles", "decisions", "orders", "events",
+                          "last_traces", "book_locks"):
+                c.execute(f"DELETE FROM {table} WHERE book=?", (book,))
+
+    def load(self, book: str) -> BookState:
+        row = self._conn.execute(
+            "SELECT cash, high_water_mark, start_of_day_value, session_date, last_cycle_time, cycle_count, halted, "
+            "halt_reason, halted_at, halted_by, symbols, model_run_id FROM book_state WHERE book=?",
+            (book,),
+        ).fetchone()
+        if row is None:
+            raise StateError(f"book {book!r} does not exist in {self.path}; known books: {self.books()}")
+        positions = {
+            s: (int(q), float(p))
+            for s, q, p in self._conn.execute("SELECT symbol, quantity, avg_price FROM book_positions WHERE book=?", (book,))
+        }
+        arrays = {n: blob_to_array(b) for n, b in self._conn.execute("SELECT name, data FROM book_arrays WHERE book=?", (book,))}
+        return BookState(
+            book=book,
+            cash=float(row[0]),
+            high_water_mark=float(row[1]),
+            start_of_day_value=float(row[2]),
+            session_date=row[3],
+            last_cycle_time=pd.Timestamp(row[4]) if row[4] else None,
+            cycle_count=int(row[5]),
+            halted=bool(row[6]),
+            halt_reason=row[7],
+            halted_at=row[8],
+            halted_by=row[9],
+            symbols=tuple(json.loads(row[10])),
+            model_run_id=row[11],
+            positions=positions,
+            arrays=arrays,
+        )
+
+    def cycle_done(self, book: str, cycle_time) -> bool:
+        return (
+            self._conn.execute("SELECT 1 FROM cycles WHERE book=? AND cycle_time=?", (book, _iso(cycle_time))).fetchone()
+            is not None
+        )
+
+    def commit_cycle(self, state: BookState, record: CycleRecord, events: list[tuple[str, str, str, dict]] = ()) -> None:
+        """Write a completed cycle and the book's new state in one transaction.
+
+        Refuses (StateError) a cycle already committed for this book, so a
+        cycle can never be applied twice.
+        """
+        now = utcnow().isoformat()
+        t = _iso(record.cycle_time)
+        with self.transaction() as c:
+            if c.execute("SELECT 1 FROM cycles WHERE book=? AND cycle_time=?", (state.book, t)).fetchone():
+                raise StateError(f"book {state.book!r}: cycle {t} is already committed; a cycle is never applied twice")
+            c.execute(
+                "UPDATE book_state SET cash=?, high_water_mark=?, start_of_day_value=?, session_date=?, last_cycle_time=?, "
+                "cycle_count=?, halted=?, halt_reason=?, halted_at=?, halted_by=?, symbols=?, model_run_id=?, updated_at=? "
+                "WHERE book=?",
+                (
+                    state.cash, state.high_water_mark, state.start_of_day_value, state.session_date, t,
+                    state.cycle_count, int(state.halted), state.halt_reason, state.halted_at, state.halted_by,
+                    json.dumps(list(state.symbols)), state.model_run_id, now, state.book,
+                ),
+            )
+            c.execute("DELETE FROM book_positions WHERE book=?", (state.book,))
+            c.executemany(
+                "INSERT INTO book_positions (book, symbol, quantity, avg_price) VALUES (?, ?, ?, ?)",
+                [(state.book, s, q, p) for s, (q, p) in state.positions.items() if q != 0],
+            )
+            c.executemany(
+                "INSERT OR REPLACE INTO book_arrays (book, name, data) VALUES (?, ?, ?)",
+                [(state.book, n, array_to_blob(a)) for n, a in state.arrays.items()],
+            )
+            c.execute(
+                "INSERT INTO cycles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    state.book, t, record.portfolio_value, record.cash, record.gross_exposure, record.net_exposure,
+                    record.drawdown, record.daily_return, record.n_trade, record.n_hold, record.n_blocked,
+                    record.n_orders, record.n_fills, record.fees, record.traded_notional, int(record.halted),
+                    json.dumps(record.summary, default=str), now,
+                ),
+            )
+            c.executemany(
+                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(state.book, t, *d) for d in record.decisions],
+            )
+            c.executemany(
+                "INSERT OR IGNORE INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(state.book, o[0], t, *o[1:]) for o in record.orders],
+            )
+            if record.trace_blob:
+                c.execute(
+                    "INSERT OR REPLACE INTO last_traces (book, cycle_time, data) VALUES (?, ?, ?)",
+                    (state.book, t, record.trace_blob),
+                )
+            for kind, actor, reason, details in events:
+                c.execute(
+                    "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, ?, ?, ?, ?)",
+                    (state.book, now, kind, actor, reason, json.dumps(details, default=str)),
+                )
+
+    # ------------------------------------------------------------------ halt / resume
+
+    def halt(self, book: str, reason: str, actor: str, details: dict | None = None) -> bool:
+        """Set the halt flag (persisted). Returns False if the book was already halted (reason kept)."""
+        if not reason.strip():
+            raise StateError("a halt needs a reason; say why trading stops")
+        now = utcnow().isoformat()
+        with self.transaction() as c:
+            row = c.execute("SELECT halted FROM book_state WHERE book=?", (book,)).fetchone()
+            if row is None:
+                raise StateError(f"book {book!r} does not exist; known books: {self.books()}")
+            if row[0]:
+                return False
+            c.execute(
+                "UPDATE book_state SET halted=1, halt_reason=?, halted_at=?, halted_by=?, updated_at=? WHERE book=?",
+                (reason, now, actor, now, book),
+            )
+            c.execute(
+                "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, 'halt', ?, ?, ?)",
+                (book, now, actor, reason, json.dumps(details or {}, default=str)),
+            )
+        return True
+
+    def resume(self, book: str, operator: str, reason: str) -> bool:
+        """Clear the halt flag: the only way it is cleared. Returns False if the book was not halted."""
+        if not operator.strip() or not reason.strip():
+            raise StateError("resuming a book needs an operator and a reason (who resumes it, and why)")
+        now = utcnow().isoformat()
+        with self.transaction() as c:
+            row = c.execute("SELECT halted, halt_reason FROM book_state WHERE book=?", (book,)).fetchone()
+            if row is None:
+                raise StateError(f"book {book!r} does not exist; known books: {self.books()}")
+            if not row[0]:
+                return False
+            c.execute(
+                "UPDATE book_state SET halted=0, halt_reason='', halted_at=NULL, halted_by='', updated_at=? WHERE book=?",
+                (now, book),
+            )
+            c.execute(
+                "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, 'resume', ?, ?, ?)",
+                (book, now, operator, reason, json.dumps({"cleared_halt_reason": row[1]})),
+            )
+        return True
+
+    def halt_status(self, book: str) -> tuple[bool, str]:
+        row = self._conn.execute("SELECT halted, halt_reason FROM book_state WHERE book=?", (book,)).fetchone()
+        if row is None:
+            return False, ""
+        return bool(row[0]), row[1]
+
+    # ------------------------------------------------------------------ locks
+
+    def acquire_lock(self, book: str, owner: str, ttl_seconds: float = 600.0) -> None:
+        """Take the book's cycle lock or raise StateError naming its holder.
+
+        An expired lock (its holder died) is taken over; the expiry bounds how
+        long a crashed process can block the book.
+        """
+        now = utcnow()
+        expires = now + pd.Timedelta(seconds=ttl_seconds)
+        with self.transaction() as c:
+            row = c.execute("SELECT owner, acquired_at, expires_at FROM book_locks WHERE book=?", (book,)).fetchone()
+            if row is not None and row[0] != owner and pd.Timestamp(row[2]) > now:
+                raise StateError(
+                    f"book {book!r} is locked by {row[0]} since {row[1]} (until {row[2]}); cycles of one book never "
+                    "overlap: wait for that cycle to finish"
+                )
+            c.execute(
+                "INSERT OR REPLACE INTO book_locks (book, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?)",
+                (book, owner, now.isoformat(), expires.isoformat()),
+            )
+
+    def release_lock(self, book: str, owner: str) -> None:
+        with self.transaction() as c:
+            c.execute("DELETE FROM book_locks WHERE book=? AND owner=?", (book, owner))
+
+    @contextmanager
+    def locked(self, book: str, owner: str | None = None, ttl_seconds: float = 600.0):
+        owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.acquire_lock(book, owner, ttl_seconds)
+        try:
+            yield owner
+        finally:
+            self.release_lock(book, owner)
+
+    # ------------------------------------------------------------------ reads for reports
+
+    def cycles(self, book: str) -> pd.DataFrame:
+        frame = pd.read_sql_query("SELECT * FROM cycles WHERE book=? ORDER BY cycle_time", self._conn, params=(book,))
+        frame["cycle_time"] = pd.to_datetime(frame["cycle_time"], utc=True)
+        return frame
+
+    def last_cycle(self, book: str) -> dict | None:
+        """The newest committed cycle of ``book`` as a dict (the cycles table's columns), or None."""
+        cur = self._conn.execute("SELECT * FROM cycles WHERE book=? ORDER BY cycle_time DESC LIMIT 1", (book,))
+        row = cur.fetchone()
+        return None if row is None else dict(zip([d[0] for d in cur.description], row))
+
+    def decisions(self, book: str, cycle_time=None, symbol: str | None = None) -> pd.DataFrame:
+        q, params = "SELECT * FROM decisions WHERE book=?", [book]
+        if cycle_time is not None:
+            q += " AND cycle_time=?"
+            params.append(_iso(cycle_time))
+        if symbol is not None:
+            q += " AND symbol=?"
+            params.append(symbol)
+        return pd.read_sql_query(q + " ORDER BY cycle_time, symbol", self._conn, params=params)
+
+    def orders(self, book: str) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM orders WHERE book=? ORDER BY cycle_time, client_order_id", self._conn, params=(book,))
+
+    def last_trace(self, book: str) -> bytes | None:
+        row = self._conn.execute("SELECT data FROM last_traces WHERE book=?", (book,)).fetchone()
+        return row[0] if row else None
+
+    def events(self, book: str | None = None) -> pd.DataFrame:
+        if book is None:
+            return pd.read_sql_query("SELECT * FROM events ORDER BY id", self._conn)
+        return pd.read_sql_query("SELECT * FROM events WHERE book=? ORDER BY id", self._conn, params=(book,))

@@ -1,0 +1,185 @@
+"""The engine: cycles for the whole universe, persisted state, halts, replay equal to live."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from foxlive_core.data.types import QuoteSnapshot
+from foxlive_core.decide import align_buffers, empty_buffers
+from foxlive_core.errors import StateError
+from foxlive_core.state import StateStore
+
+DAY1 = pd.Timestamp("2025-05-01T00:00Z")
+
+
+def bar_times(engine, start, n):
+    return engine.market.calendar.bar_times(start, start + pd.Timedelta(days=10))[:n]
+
+
+def test_live_cycles_equal_a_batched_replay(engine_home):
+    engine = engine_home()
+    times = bar_times(engine, DAY1, 40)
+    live = [engine.run_cycle("live_check", t) for t in times]
+    replay = engine.replay("replay", times[0], times[-1], chunk_sessions=1)
+    assert len(replay) == len(live) == 40
+    for a, b in zip(live, replay):
+        assert a.time == b.time
+        assert a.portfolio_value == b.portfolio_value
+        assert np.array_equal(a.decision.shares, b.decision.shares)
+        assert list(a.decision.reason) == list(b.decision.reason)
+        np.testing.assert_array_equal(a.decision.trace["alpha_bps"], b.decision.trace["alpha_bps"])
+    assert sum(len(r.orders) for r in live) > 0
+
+
+def test_replay_trades_both_ways_and_not_only_holds(engine_home):
+    engine = engine_home()
+    times = bar_times(engine, DAY1, 156)  # two sessions
+    engine.replay("replay", times[0], times[-1])
+    decisions = engine.store.decisions("replay")
+    reasons = set(decisions["reason"])
+    assert {"enter_long", "enter_short"} <= reasons
+    assert (decisions["decision"] == "TRADE").sum() > 20
+    orders = engine.store.orders("replay")
+    assert {"buy", "sell"} == set(orders["side"])
+    assert (decisions["target_weight"] < 0).any() and (decisions["target_weight"] > 0).any()
+
+
+def test_cycles_in_fresh_processes_continue_exactly(engine_home, tmp_path):
+    engine = engine_home()
+    times = bar_times(engine, DAY1 + pd.Timedelta(days=1), 4)
+    for t in times:
+        engine.run_cycle("inproc", t)
+    # The same cycles, each in a new Python process on a copy of the state file's starting point.
+    script = textwrap.dedent(
+        f"""
+        import sys, pandas as pd
+        from foxlive_core.config import load_config
+        from foxlive_core.runtime import open_engine
+        cfg = load_config({str(engine.cfg.source_path)!r}, home={str(engine.cfg.home)!r})
+        engine = open_engine(cfg, run_id={engine.info.run_id!r}, symbols={list(engine.symbols)!r})
+        engine.run_cycle("multiproc", pd.Timestamp(sys.argv[1]))
+        """
+    )
+    for t in times:
+        subprocess.run([sys.executable, "-c", script, t.isoformat()], check=True, capture_output=True, timeout=300)
+    store = StateStore(engine.cfg.state_path)
+    a, b = store.cycles("inproc"), store.cycles("multiproc")
+    cols = ["cycle_time", "portfolio_value", "cash", "n_trade", "n_orders", "fees", "gross_exposure"]
+    pd.testing.assert_frame_equal(a[cols].reset_index(drop=True), b[cols].reset_index(drop=True))
+    sa, sb = store.load("inproc"), store.load("multiproc")
+    assert sa.positions == sb.positions and sa.cash == sb.cash
+    for name in sa.arrays:
+        np.testing.assert_array_equal(sa.arrays[name], sb.arrays[name])
+
+
+def test_a_cycle_is_applied_once_and_runs_forward(engine_home):
+    engine = engine_home()
+    t0, t1 = bar_times(engine, DAY1, 2)
+    engine.run_cycle("once", t1)
+    with pytest.raises(StateError, match="already run"):
+        engine.run_cycle("once", t1)
+    with pytest.raises(StateError, match="not after the book's last cycle"):
+        engine.run_cycle("once", t0)
+    assert len(engine.store.cycles("once")) == 1
+
+
+def test_cycles_of_one_book_never_overlap(engine_home):
+    engine = engine_home()
+    t = bar_times(engine, DAY1, 1)[0]
+    engine.ensure_book("locked")
+    other = StateStore(engine.cfg.state_path)
+    other.acquire_lock("locked", "another-process")
+    with pytest.raises(StateError, match="locked by another-process"):
+        engine.run_cycle("locked", t)
+    other.release_lock("locked", "another-process")
+    engine.run_cycle("locked", t)
+
+
+def test_halted_book_sends_only_risk_reducing_orders(engine_home):
+    engine = engine_home()
+    times = bar_times(engine, DAY1, 60)
+    for t in times[:30]:
+        engine.run_cycle("halted", t)
+    assert engine.store.load("halted").positions, "the book should hold positions before the halt"
+    engine.store.halt("halted", "operator test", "pytest")
+    blocked = 0
+    for t in times[30:]:
+        before = {s: q for s, (q, _) in engine.store.load("halted").positions.items()}
+        res = engine.run_cycle("halted", t)
+        for sym, q in zip(res.symbols, res.decision.shares):
+            held = before.get(sym, 0)
+            if q != 0:
+                assert held != 0 and np.sign(q) == -np.sign(held) and abs(q) <= abs(held), (sym, held, q)
+        blocked += int((res.decision.reason == "kill_switch_active").sum())
+    assert blocked > 0
+    assert engine.store.halt_status("halted") == (True, "operator test")
+
+
+def test_kill_switch_trips_on_daily_loss_and_survives_midnight(engine_home):
+    engine = engine_home({"risk": {"daily_loss_limit": 0.0001}})
+    times = bar_times(engine, DAY1, 140)  # into the second session
+    results = [engine.run_cycle("fragile", t) for t in times]
+    halted_at = next(i for i, r in enumerate(results) if r.halted)
+    assert "daily_loss_limit" in results[halted_at].halt_reason
+    # Still halted in the next session: the reference cleared it at midnight, we do not.
+    assert results[-1].halted and results[-1].time.date() > results[halted_at].time.date()
+    events = engine.store.events("fragile")
+    assert list(events["kind"]) == ["halt"] and events["actor"].iloc[0] == "engine"
+    with pytest.raises(StateError, match="operator and a reason"):
+        engine.store.resume("fragile", "", "")
+    assert engine.store.resume("fragile", "alice", "loss reviewed")
+    assert engine.store.halt_status("fragile") == (False, "")
+    assert list(engine.store.events("fragile")["kind"]) == ["halt", "resume"]
+
+
+class BrokenQuotes:
+    """A market whose quotes are NaN for the first symbol and crossed for the second."""
+
+    def __init__(self, market):
+        self._m = market
+
+    def __getattr__(self, name):
+        return getattr(self._m, name)
+
+    def quotes(self, symbols, at):
+        q = self._m.quotes(symbols, at)
+        bid, ask = q.bid.copy(), q.ask.copy()
+        bid[0] = np.nan
+        bid[1], ask[1] = ask[1] * 1.01, bid[1]
+        return QuoteSnapshot(q.symbols, bid, ask, q.bid_size, q.ask_size, q.time)
+
+
+def test_bad_quotes_block_their_symbols_and_the_cycle_goes_on(engine_home, small_run):
+    engine = engine_home(market_override=BrokenQuotes(small_run[1]))
+    res = engine.run_cycle("broken", bar_times(engine, DAY1, 1)[0])
+    assert (res.decision.decision[0], res.decision.reason[0]) == ("BLOCKED", "invalid_quote")
+    assert (res.decision.decision[1], res.decision.reason[1]) == ("BLOCKED", "crossed_quote")
+    assert res.decision.shares[0] == res.decision.shares[1] == 0
+    assert np.isfinite(res.portfolio_value)
+
+
+def test_config_values_reach_the_engine(engine_home):
+    engine = engine_home({"quote_gate": {"max_spread_bps": 0.01}})
+    res = engine.run_cycle("tight", bar_times(engine, DAY1, 1)[0])
+    assert set(res.decision.reason) == {"spread_too_wide"}
+
+
+def test_replay_never_touches_the_live_book(engine_home):
+    engine = engine_home()
+    with pytest.raises(StateError, match="is the live book"):
+        engine.replay(engine.cfg.book, DAY1, DAY1 + pd.Timedelta(days=1))
+
+
+def test_buffers_follow_the_universe(small_run):
+    cfg = small_run[0]
+    old = empty_buffers(cfg, 3, (1, 2), 3)
+    old["z_buffer"][:, :, :, -1] = np.arange(3)[None, None, :]
+    new = align_buffers(cfg, old, ("A", "B", "C"), ("C", "D", "A"), 3, (1, 2))
+    assert new["z_buffer"][0, 0, 0, -1] == 2 and np.isnan(new["z_buffer"][0, 0, 1, -1]) and new["z_buffer"][0, 0, 2, -1] == 0

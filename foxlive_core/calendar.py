@@ -11,6 +11,7 @@ sessions are UTC days.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,10 @@ ROUND_THE_CLOCK = ("24/7", "24/5")
 def _xcal(code: str):
     import exchange_calendars as xc
 
-    return xc.get_calendar(code)
+    with warnings.catch_warnings():
+        # exchange-calendars 4.x uses a pandas API that pandas 3.1 deprecates; nothing for us to act on.
+        warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
+        return xc.get_calendar(code)
 
 
 def check_calendar_code(code: str, key: str = "market.calendar") -> None:
@@ -83,7 +87,7 @@ class TradingCalendar:
         """Sessions whose close lies in [start, end]: index session date, columns open, close (UTC)."""
         start, end = to_utc(start), to_utc(end)
         if self.code in ROUND_THE_CLOCK:
-            days = pd.date_range(start.floor("D"), end.ceil("D"), freq="D", tz="UTC")
+            days = pd.date_range((start - pd.Timedelta(days=1)).floor("D"), end.ceil("D"), freq="D", tz="UTC")
             if self.code == "24/5":
                 days = days[days.dayofweek < 5]
             frame = pd.DataFrame({"open": days, "close": days + pd.Timedelta(days=1)}, index=days.tz_localize(None))

@@ -111,11 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def main(argv=None, overrides: dict | None = None) -> int:
+    """Run the command line; ``overrides`` maps command names to replacement handlers
+    (foxlive_dagster runs ``demo`` as Dagster materialisations this way)."""
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.config)
-        return COMMANDS[args.command](cfg, args)
+        return {**COMMANDS, **(overrides or {})}[args.command](cfg, args)
     except FoxliveError as exc:
         print(f"foxlive {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -181,18 +183,19 @@ def cmd_replay(cfg, args) -> int:
     start = _resolve(engine.market, args.start, end_of_day=False)
     end = _resolve(engine.market, args.end, end_of_day=True)
     engine.replay(args.book, start, end, progress=not args.quiet)
-    _print_performance(engine, args.book)
+    print_performance(cfg, engine.store, args.book, engine.market)
     return 0
 
 
-def _print_performance(engine, book: str) -> dict:
+def print_performance(cfg, store, book: str, market) -> dict:
+    """Print the summary of ``book``'s cycles (P&L, Sharpe, drawdown, turnover, costs); returns the figures."""
     from foxlive_core.runtime import performance
 
-    cycles = engine.store.cycles(book)
-    days = 365 if engine.cfg.market.calendar in ROUND_THE_CLOCK else 252
-    bars_per_year = days * bars_per_session(engine.cfg.market)
-    perf = performance(cycles, engine.cfg.broker.starting_cash, bars_per_year)
-    orders = engine.store.orders(book)
+    cycles = store.cycles(book)
+    days = 365 if cfg.market.calendar in ROUND_THE_CLOCK else 252
+    perf = performance(cycles, cfg.broker.starting_cash, days * bars_per_session(cfg.market))
+    orders = store.orders(book)
+    state = store.load(book)
     print(f"\nbook {book}: {perf['cycles']} cycles  {cycles['cycle_time'].iloc[0]} .. {cycles['cycle_time'].iloc[-1]}")
     print(
         f"  final value {perf['final_value']:,.2f}   P&L {perf['pnl']:+,.2f} ({perf['return_pct']:+.2f} %)\n"
@@ -202,8 +205,11 @@ def _print_performance(engine, book: str) -> dict:
     )
     if len(orders):
         buys = int((orders["side"] == "buy").sum())
-        sells = int((orders["side"] == "sell").sum())
-        print(f"  orders: {buys} buys, {sells} sells")
+        print(f"  orders: {buys} buys, {len(orders) - buys} sells")
+    shorts = sum(1 for q, _ in state.positions.values() if q < 0)
+    print(f"  open positions: {len(state.positions) - shorts} long, {shorts} short")
+    if state.halted:
+        print(f"  HALTED: {state.halt_reason} (the kill switch stays on until `foxlive resume --book {book}`)")
     return perf
 
 
@@ -292,7 +298,7 @@ def cmd_demo(cfg, args) -> int:
     engine = TradingEngine(cfg, market, models, StateStore(cfg.state_path), symbols=symbols)
     engine.replay("demo", start, end, progress=not args.quiet)
     print("3/3 results")
-    _print_performance(engine, "demo")
+    print_performance(cfg, engine.store, "demo", market)
     print("\nexplain a decision: foxlive explain SYMBOL --book demo")
     return 0
 

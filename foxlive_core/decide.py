@@ -266,7 +266,9 @@ def decide(
     planned_q = planned_order_dollars(alpha, sigma_h, cw, portfolio.value, cfg.sizing.max_weight, cfg.sizing.z_max)
     k = cfg.costs
     impact = impact_bps(planned_q, inputs.adv, k.impact_bps_at_reference, k.impact_reference_participation)
-    cost = trading_cost_bps(spread, sigma_h, impact, k.k1_spread, k.k2_volatility, k.k3_impact)
+    # The broker's own charges beyond the quote are part of every trade's cost.
+    execution_bps = cfg.broker.slippage_bps + cfg.broker.fee_bps
+    cost = trading_cost_bps(spread, sigma_h, impact, k.k1_spread, k.k2_volatility, k.k3_impact, execution_bps)
     arb = arbitrate(alpha, cost, bars, spread, cfg.arbitration.threshold_base_bps, cfg.arbitration.threshold_spread_mult)
     best = arb.best
     alpha_best = select_horizon(alpha, best)

@@ -88,10 +88,14 @@ def trading_cost_bps(
     k1: float = 1.0,
     k2: float = 0.15,
     k3: float = 1.0,
+    execution_bps: float = 0.0,
 ) -> np.ndarray:
     """Expected cost of a round of trading at each horizon, in bps.
 
-    ``cost = k1 * spread_bps + k2 * sigma_h * 1e4 + k3 * impact``. A term whose
+    ``cost = k1 * spread_bps + k2 * sigma_h * 1e4 + k3 * impact + execution_bps``,
+    the last term being what the broker charges per trade on top of the quote
+    (fee plus slippage; PIPELINE.md's formula leaves it out, which makes every
+    trade look cheaper than it is). A term whose
     coefficient is 0 is left out, so a disabled term with an infinite or NaN
     input (e.g. unknown ADV with ``k3 = 0``) does not turn the cost into NaN.
 
@@ -105,6 +109,8 @@ def trading_cost_bps(
         Impact in bps (from :func:`impact_bps`).
     k1, k2, k3 : float
         Weights of the spread, volatility and impact terms.
+    execution_bps : float
+        Known per-trade charges of the broker, bps of notional (default 0).
 
     Returns
     -------
@@ -121,7 +127,7 @@ def trading_cost_bps(
         cost += k2 * (sig * 1e4)
     if k3 != 0:
         cost += k3 * imp
-    return cost
+    return cost + execution_bps
 
 
 def planned_order_dollars(

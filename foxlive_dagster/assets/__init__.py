@@ -1,0 +1,1 @@
+"""Asset definitions, split by kind: models, per-cycle trading, daily reports."""

@@ -1,0 +1,279 @@
+"""Per-cycle assets: market_bars -> features -> predictions -> trading_cycle -> portfolio_snapshot -> risk_report.
+
+Partitioned by cycle (one bar per partition, see foxlive_dagster.partitions).
+A run of one partition is a live cycle of the live book. A backfill (a run
+tagged ``dagster/backfill``, or a range of partitions) is a replay on the
+replay book, done in one run per range (``BackfillPolicy.single_run()``):
+each asset processes the whole range at once, exactly as ``foxlive replay``.
+Every value is a dict of arrays (see foxlive_dagster.io_managers); the
+trading maths lives in foxlive_core.
+"""
+
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from foxlive_core.data.types import BAR_FIELDS, BarPanel
+from foxlive_core.engine import cycle_features, load_cycle_bars
+from foxlive_core.errors import StateError
+from foxlive_core.explain import render
+from foxlive_core.features import FEATURE_NAMES
+from foxlive_dagster import checks
+from foxlive_dagster.metadata import equity_curve, table
+from foxlive_dagster.partitions import cycle_times_for_window
+from foxlive_dagster.resources import (
+    BrokerResource, FoxliveConfigResource, MarketDataResource, ModelStoreResource, StateStoreResource, make_engine,
+)
+
+GROUP = "trading"
+BACKFILL_TAG = "dagster/backfill"
+
+
+class CycleConfig(dg.Config):
+    """``book``: the book to trade; empty = the live book for a single cycle, the replay book for a backfill.
+    ``fresh``: a replay starts its book from the starting cash (so it equals ``foxlive replay``)."""
+
+    book: str = ""
+    fresh: bool = True
+
+
+def _times(context: dg.AssetExecutionContext, foxlive: FoxliveConfigResource) -> pd.DatetimeIndex:
+    times = cycle_times_for_window(foxlive.get(), context.partition_time_window)
+    if len(times) == 0:
+        raise dg.Failure(f"partition window {context.partition_time_window} holds no bar of the exchange calendar")
+    return times
+
+
+def _panel(value: dict) -> BarPanel:
+    times = pd.DatetimeIndex(value["times"].astype("datetime64[ns]")).tz_localize("UTC")
+    return BarPanel(times, tuple(value["symbols"].tolist()), *(value[f] for f in BAR_FIELDS))
+
+
+def build_cycle_assets(partitions_def: dg.PartitionsDefinition) -> list:
+    common = dict(
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        io_manager_key="cycle_io_manager",
+        kinds={"python"},
+    )
+
+    @dg.asset(check_specs=[checks.MARKET_DATA_FRESH], **common)
+    def market_bars(context: dg.AssetExecutionContext, foxlive: FoxliveConfigResource, market: MarketDataResource):
+        """OHLCV bars of the universe for the cycles of this partition range, with the history their features need."""
+        cfg = foxlive.get()
+        times = _times(context, foxlive)
+        source = market.get()
+        panel = load_cycle_bars(cfg, source, cfg.symbols, times)
+        fresh = checks.market_data_fresh(panel, times, cfg)
+        missing = int(np.isnan(panel.close).sum())
+        last = panel.rows(slice(-1, None)).to_frame()[["symbol", "open", "high", "low", "close", "volume"]]
+        yield dg.Output(
+            {
+                "times": panel.times.tz_convert("UTC").tz_localize(None).to_numpy(),
+                "symbols": np.array(panel.symbols),
+                "cycle_times": times.tz_convert("UTC").tz_localize(None).to_numpy(),
+                **{f: getattr(panel, f) for f in BAR_FIELDS},
+            },
+            metadata={
+                "cycles": len(times),
+                "first_cycle": str(times[0]),
+                "last_cycle": str(times[-1]),
+                "symbols": len(panel.symbols),
+                "bars": len(panel.times),
+                "missing_bars": missing,
+                "source": cfg.market.source,
+                "last_bar": table(last.head(20)),
+            },
+        )
+        yield fresh
+
+    @dg.asset(**common)
+    def features(context: dg.AssetExecutionContext, market_bars: dict, foxlive: FoxliveConfigResource):
+        """The feature panel at each cycle of the range, shape (cycles, symbols, features)."""
+        cfg = foxlive.get()
+        panel = _panel(market_bars)
+        times = pd.DatetimeIndex(market_bars["cycle_times"].astype("datetime64[ns]")).tz_localize("UTC")
+        X = cycle_features(cfg, panel, times)
+        valid = np.isfinite(X).all(axis=2)
+        last = X[-1]
+        summary = pd.DataFrame(
+            {"feature": FEATURE_NAMES, "mean": np.nanmean(last, axis=0), "std": np.nanstd(last, axis=0),
+             "nan_symbols": np.isnan(last).sum(axis=0)}
+        )
+        return dg.MaterializeResult(
+            value={"values": X, "names": np.array(FEATURE_NAMES), "cycle_times": market_bars["cycle_times"],
+                   "symbols": market_bars["symbols"]},
+            metadata={
+                "cycles": len(times),
+                "features": len(FEATURE_NAMES),
+                "coverage": float(valid.mean()),
+                "insufficient_history_last_cycle": int((~valid[-1]).sum()),
+                "last_cycle_summary": table(summary),
+            },
+        )
+
+    @dg.asset(deps=["active_models"], **common)
+    def predictions(context: dg.AssetExecutionContext, features: dict, foxlive: FoxliveConfigResource,
+                    models: ModelStoreResource):
+        """Raw predictions of every (horizon, family) model and the barrier probabilities, per cycle and symbol."""
+        cfg = foxlive.get()
+        model_set = models.active()
+        X = features["values"]
+        C, N, F = X.shape
+        flat = X.reshape(C * N, F)
+        pred = model_set.predict(flat).reshape(len(model_set.horizons), len(model_set.families), C, N)
+        barrier = model_set.predict_barriers(flat).reshape(len(model_set.horizons), 2, C, N)
+        rows = [
+            {"horizon": h, "family": fam, "mean_bps": float(np.nanmean(pred[i, j, -1]) * 1e4),
+             "std_bps": float(np.nanstd(pred[i, j, -1]) * 1e4), "nan": int(np.isnan(pred[i, j, -1]).sum())}
+            for i, h in enumerate(model_set.horizons) for j, fam in enumerate(model_set.families)
+        ]
+        return dg.MaterializeResult(
+            value={"pred": pred, "barrier": barrier, "model_run_id": model_set.run_id},
+            metadata={
+                "model_run_id": model_set.run_id,
+                "cycles": C,
+                "symbols": N,
+                "last_cycle_predictions": table(pd.DataFrame(rows)),
+                "barrier_models": int(model_set.has_barrier().sum()),
+            },
+        )
+
+    @dg.asset(**common)
+    def trading_cycle(
+        context: dg.AssetExecutionContext, config: CycleConfig, market_bars: dict, features: dict, predictions: dict,
+        foxlive: FoxliveConfigResource, market: MarketDataResource, models: ModelStoreResource,
+        state: StateStoreResource, broker: BrokerResource,
+    ):
+        """Decisions, orders and fills of every symbol for each cycle: a live cycle, or a replay for a backfill."""
+        cfg = foxlive.get()
+        engine = make_engine(foxlive, market, models, state, broker)
+        if engine.info.run_id != predictions["model_run_id"]:
+            raise dg.Failure(
+                f"the active model run changed from {predictions['model_run_id']} (used by predictions) to "
+                f"{engine.info.run_id}; rematerialise predictions"
+            )
+        times = pd.DatetimeIndex(market_bars["cycle_times"].astype("datetime64[ns]")).tz_localize("UTC")
+        panel = _panel(market_bars)
+        inputs = engine.iter_inputs(times, panel, features["values"], predictions["pred"], predictions["barrier"])
+        replay = BACKFILL_TAG in context.run.tags or len(times) > 1
+        book = config.book or (cfg.replay_book if replay else cfg.book)
+        if replay:
+            if book == cfg.book:
+                raise dg.Failure(f"a backfill replays history on a replay book; {book!r} is the live book, name another")
+            results = engine.replay_inputs(book, inputs, len(times), fresh=config.fresh)
+        else:
+            try:
+                results = [engine.run_cycle(book, times[0], next(inputs))]
+            except StateError as exc:
+                raise dg.Failure(str(exc)) from exc
+        last = results[-1]
+        decisions = last.decisions_frame()
+        blocked = decisions[decisions["decision"] != "TRADE"].groupby(["decision", "reason"]).size().rename("symbols").reset_index()
+        top = decisions.reindex(decisions["alpha_bps"].abs().sort_values(ascending=False).index).head(5)
+        explain_md = "\n\n".join(f"```\n{render(last.trace_row(s))}\n```" for s in top["symbol"])
+        totals = {k: sum(r.counts[k] for r in results) for k in ("TRADE", "HOLD", "BLOCKED")}
+        return dg.MaterializeResult(
+            value={
+                "book": book,
+                "mode": "replay" if replay else "live",
+                "cycle_times": times.tz_localize(None).to_numpy(),
+                "portfolio_value": np.array([r.portfolio_value for r in results]),
+            },
+            metadata={
+                "book": book,
+                "mode": "replay" if replay else "live",
+                "cycles": len(results),
+                "trades": totals["TRADE"],
+                "holds": totals["HOLD"],
+                "blocked": totals["BLOCKED"],
+                "orders": sum(len(r.orders) for r in results),
+                "portfolio_value": float(last.portfolio_value),
+                "halted": bool(last.halted),
+                "model_run_id": last.model_run_id,
+                "last_cycle": str(last.time),
+                "last_cycle_holds_and_blocks_by_reason": table(blocked),
+                "last_cycle_orders_and_fills": table(last.fills_frame()),
+                "top_decisions_by_abs_alpha": table(top),
+                "top_decisions_explained": dg.MetadataValue.md(explain_md or "no decisions"),
+            },
+        )
+
+    @dg.asset(check_specs=checks.SNAPSHOT_CHECKS, **common)
+    def portfolio_snapshot(context: dg.AssetExecutionContext, trading_cycle: dict, foxlive: FoxliveConfigResource,
+                           market: MarketDataResource, state: StateStoreResource):
+        """The book after the range's last cycle: cash, positions marked at mid, exposures."""
+        cfg = foxlive.get()
+        book = trading_cycle["book"]
+        store = state.get()
+        st = store.load(book)
+        t = pd.Timestamp(trading_cycle["cycle_times"][-1]).tz_localize("UTC")
+        symbols = sorted(st.positions)
+        frame = pd.DataFrame(columns=["symbol", "quantity", "avg_price", "mark", "market_value", "weight"])
+        value = st.cash
+        if symbols:
+            quotes = market.get().quotes(symbols, t)
+            qty = np.array([st.positions[s][0] for s in symbols], dtype=float)
+            avg = np.array([st.positions[s][1] for s in symbols])
+            mark = np.where(np.isfinite(quotes.mid), quotes.mid, avg)
+            mv = qty * mark
+            value = st.cash + float(mv.sum())
+            frame = pd.DataFrame({"symbol": symbols, "quantity": qty.astype(int), "avg_price": avg, "mark": mark,
+                                  "market_value": mv, "weight": mv / value})
+        gross = float(frame["weight"].abs().sum()) if len(frame) else 0.0
+        net = float(frame["weight"].sum()) if len(frame) else 0.0
+        max_w = float(frame["weight"].abs().max()) if len(frame) else 0.0
+        yield dg.Output(
+            {"book": book, "cycle_time": str(t), "portfolio_value": value, "cash": st.cash, "gross": gross, "net": net,
+             "max_weight": max_w, "positions": len(frame)},
+            metadata={
+                "book": book,
+                "as_of": str(t),
+                "portfolio_value": value,
+                "cash": st.cash,
+                "gross_exposure": gross,
+                "net_exposure": net,
+                "positions": len(frame),
+                "largest_position_weight": max_w,
+                "positions_table": table(frame.sort_values("market_value", key=np.abs, ascending=False)),
+            },
+        )
+        yield from checks.snapshot_checks(gross, max_w, cfg)
+
+    @dg.asset(check_specs=checks.RISK_CHECKS, **common)
+    def risk_report(context: dg.AssetExecutionContext, portfolio_snapshot: dict, foxlive: FoxliveConfigResource,
+                    state: StateStoreResource):
+        """Drawdown from the high-water mark, P&L against the start of day, halt state, equity curve."""
+        cfg = foxlive.get()
+        book = portfolio_snapshot["book"]
+        store = state.get()
+        st = store.load(book)
+        cycles = store.cycles(book)
+        last = cycles.iloc[-1]
+        day = cycles[cycles["cycle_time"].dt.tz_convert("America/New_York").dt.date
+                     == last["cycle_time"].tz_convert("America/New_York").date()]
+        report = {
+            "book": book,
+            "drawdown": float(last["drawdown"]),
+            "daily_return": float(last["daily_return"]),
+            "high_water_mark": st.high_water_mark,
+            "start_of_day_value": st.start_of_day_value,
+            "halted": st.halted,
+            "halt_reason": st.halt_reason,
+        }
+        yield dg.Output(
+            report,
+            metadata={
+                **{k: v for k, v in report.items()},
+                "daily_loss_limit": cfg.risk.daily_loss_limit,
+                "drawdown_limit": cfg.risk.drawdown_limit,
+                "cycles_in_book": len(cycles),
+                "equity_curve": equity_curve(cycles["cycle_time"], cycles["portfolio_value"].to_numpy(), f"book {book}"),
+                "session_cycles": len(day),
+            },
+        )
+        yield from checks.risk_checks(report, cfg)
+
+    return [market_bars, features, predictions, trading_cycle, portfolio_snapshot, risk_report]

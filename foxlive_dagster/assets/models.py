@@ -1,0 +1,85 @@
+"""Model assets: a training run, and the verified run that live trading uses."""
+
+
+import dagster as dg
+import pandas as pd
+
+from foxlive_core.models.training import train_models
+from foxlive_dagster.metadata import table
+from foxlive_dagster.resources import FoxliveConfigResource, MarketDataResource, ModelStoreResource
+
+GROUP = "models"
+
+
+class TrainingConfig(dg.Config):
+    """``end``: last bar of the training window (ISO 8601 with zone); empty = the newest data."""
+
+    end: str = ""
+
+
+@dg.asset(group_name=GROUP, kinds={"lightgbm", "xgboost", "python"}, io_manager_key="cycle_io_manager")
+def trained_models(
+    context: dg.AssetExecutionContext, config: TrainingConfig, foxlive: FoxliveConfigResource, market: MarketDataResource
+) -> dg.MaterializeResult:
+    """Every horizon's return models (one per family) and barrier classifiers, trained on market history."""
+    cfg = foxlive.get()
+    end = pd.Timestamp(config.end) if config.end else None
+    result = train_models(cfg, market.get(), end, activate=False, progress=False)
+    metrics = result.metrics_table()
+    returns = metrics[metrics["kind"].isin(cfg.models.families)]
+    barriers = metrics[~metrics["kind"].isin(cfg.models.families)]
+    importance: dict[str, float] = {}
+    for m in result.manifest["models"]:
+        for rank, name in enumerate(m["top_features"]):
+            importance[name] = importance.get(name, 0.0) + (10 - rank)
+    top = sorted(importance.items(), key=lambda kv: -kv[1])[:10]
+    context.log.info(f"trained run {result.run_id}: {len(metrics)} models")
+    return dg.MaterializeResult(
+        value={"run_id": result.run_id},
+        metadata={
+            "run_id": result.run_id,
+            "artifact_path": dg.MetadataValue.path(str(result.run_dir)),
+            "models": len(metrics),
+            "validation_ic": table(returns[["horizon", "family", "ic", "rank_ic", "ic_ir", "n_train", "n_validation"]]),
+            "barrier_auc": table(barriers[["horizon", "kind", "family", "auc", "base_rate"]]),
+            "mean_rank_ic": float(returns["rank_ic"].mean()),
+            "feature_importance_top10": dg.MetadataValue.md(
+                "| feature | score |\n|---|---|\n" + "\n".join(f"| {n} | {v:.0f} |" for n, v in top)
+            ),
+            "data_window": f"{result.manifest['data_window']['start']} .. {result.manifest['data_window']['end']}",
+        },
+    )
+
+
+class ActivationConfig(dg.Config):
+    """``run_id``: the run to activate; empty = the run just trained (the ``trained_models`` value)."""
+
+    run_id: str = ""
+
+
+@dg.asset(group_name=GROUP, kinds={"python"}, io_manager_key="cycle_io_manager")
+def active_models(
+    context: dg.AssetExecutionContext, config: ActivationConfig, trained_models: dict,
+    foxlive: FoxliveConfigResource, models: ModelStoreResource,
+) -> dg.MaterializeResult:
+    """The validated model run live trading uses: every checksum verified, the activation recorded."""
+    cfg = foxlive.get()
+    store = models.store()
+    previous = store.active_run()
+    run_id = config.run_id or trained_models["run_id"]
+    record = store.activate(run_id, by=f"dagster run {context.run.run_id}", reason="active_models materialisation", cfg=cfg)
+    manifest = store.manifest(run_id)
+    checks = pd.DataFrame(
+        [{"horizon": m["horizon"], "kind": m["kind"], "family": m["family"], "sha256": m["sha256"][:16]} for m in manifest["models"]]
+    )
+    return dg.MaterializeResult(
+        value={"run_id": run_id},
+        metadata={
+            "run_id": run_id,
+            "previous_run_id": (previous or {}).get("run_id", ""),
+            "activated_by": record["activated_by"],
+            "activated_at": record["activated_at"],
+            "checksums_verified": table(checks),
+            "models": len(checks),
+        },
+    )

@@ -1,0 +1,67 @@
+"""The end-of-day report of the live book, one partition per session."""
+
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from foxlive_core.calendar import calendar_for
+from foxlive_core.config import FoxliveConfig
+from foxlive_dagster.metadata import equity_curve, table
+from foxlive_dagster.resources import FoxliveConfigResource, StateStoreResource
+
+
+def session_partitions(cfg: FoxliveConfig) -> dg.TimeWindowPartitionsDefinition:
+    """One partition per weekday session in the exchange's zone, holidays excluded."""
+    cal = calendar_for(cfg.market)
+    start = pd.Timestamp(cfg.engine.partitions_start)
+    end = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=31)
+    sessions = cal.sessions(start.tz_localize("UTC"), end).index
+    weekdays = pd.date_range(start, end.tz_localize(None).normalize(), freq="B")
+    holidays = weekdays.difference(sessions)
+    return dg.TimeWindowPartitionsDefinition(
+        start=start.strftime("%Y-%m-%d"), fmt="%Y-%m-%d", cron_schedule="0 0 * * 1-5", timezone=cal.tz,
+        exclusions=[d.to_pydatetime() for d in holidays] or None,
+    )
+
+
+def build_report_assets(cfg: FoxliveConfig) -> list:
+    @dg.asset(partitions_def=session_partitions(cfg), group_name="reports", kinds={"python"},
+              io_manager_key="cycle_io_manager", deps=["risk_report"])
+    def end_of_day_report(context: dg.AssetExecutionContext, foxlive: FoxliveConfigResource, state: StateStoreResource):
+        """The live book's session: P&L, trades, fees, turnover, drawdown, and the intraday equity curve."""
+        cfg = foxlive.get()
+        store = state.get()
+        book = cfg.book
+        day = pd.Timestamp(context.partition_key).date()
+        cycles = store.cycles(book) if store.exists(book) else pd.DataFrame()
+        if len(cycles):
+            local = cycles["cycle_time"].dt.tz_convert(calendar_for(cfg.market).tz).dt.date
+            cycles = cycles[local == day]
+        if len(cycles) == 0:
+            return dg.MaterializeResult(value={"book": book, "session": str(day), "cycles": 0},
+                                        metadata={"book": book, "session": str(day), "cycles": 0})
+        start_value = float(cycles["portfolio_value"].iloc[0] / (1 + cycles["daily_return"].iloc[0]))
+        end_value = float(cycles["portfolio_value"].iloc[-1])
+        summary = {
+            "book": book,
+            "session": str(day),
+            "cycles": int(len(cycles)),
+            "pnl": end_value - start_value,
+            "return": end_value / start_value - 1,
+            "fees": float(cycles["fees"].sum()),
+            "orders": int(cycles["n_orders"].sum()),
+            "turnover": float(cycles["traded_notional"].sum() / np.mean(cycles["portfolio_value"])),
+            "max_drawdown": float(cycles["drawdown"].max()),
+            "halted_at_close": bool(cycles["halted"].iloc[-1]),
+        }
+        return dg.MaterializeResult(
+            value=summary,
+            metadata={
+                **summary,
+                "equity_curve": equity_curve(cycles["cycle_time"], cycles["portfolio_value"].to_numpy(), f"{book} {day}"),
+                "cycles_table": table(cycles[["cycle_time", "portfolio_value", "n_trade", "n_orders", "fees", "drawdown"]].tail(100)),
+            },
+        )
+
+    return [end_of_day_report]

@@ -183,3 +183,21 @@ def test_buffers_follow_the_universe(small_run):
     old["z_buffer"][:, :, :, -1] = np.arange(3)[None, None, :]
     new = align_buffers(cfg, old, ("A", "B", "C"), ("C", "D", "A"), 3, (1, 2))
     assert new["z_buffer"][0, 0, 0, -1] == 2 and np.isnan(new["z_buffer"][0, 0, 1, -1]) and new["z_buffer"][0, 0, 2, -1] == 0
+
+
+def test_realised_returns_feed_the_ic_every_cycle(engine_home):
+    engine = engine_home()
+    times = bar_times(engine, DAY1, 30)
+    results = [engine.run_cycle("ic", t) for t in times]
+    state = engine.store.load("ic")
+    pairs = np.isfinite(state.arrays["ic_pred"]).sum(axis=-1)  # (Fam, H, N)
+    # After 30 cycles the 5m horizon (1 bar) has 29 matured pairs per symbol, capped by the window of 20.
+    assert (pairs[:, 0, :] == engine.cfg.confidence.ic_window).all()
+    # The 1d horizon (78 bars) has none yet: its predictions have not matured.
+    assert (pairs[:, -1, :] == 0).all()
+    ic = results[-1].decision.trace["ic"]
+    assert np.count_nonzero(ic[:, 0, :]) > 0.9 * ic[:, 0, :].size
+    # The realised return paired with a 5m prediction is the next bar's close-to-close return.
+    real = state.arrays["ic_real"][0, 0, 0, -1]
+    close = engine.market.bars(engine.symbols[:1], times[-2], times[-1]).close[:, 0]
+    assert real == pytest.approx(close[-1] / close[-2] - 1)

@@ -1,0 +1,78 @@
+"""The command line: clear errors with exit status 2, and the commands doing what they say."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from foxlive_core.cli import main
+from foxlive_core.config import HOME_ENV_VAR
+from tests.conftest import SMALL_TRAINING, write_config
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch, small_run):
+    """A config with the small run's models activated in a fresh home; returns a runner of `foxlive ...`."""
+    cfg0, _, result = small_run
+    path = write_config(tmp_path / "cfg", SMALL_TRAINING, symbols=list(cfg0.symbols[:24]))
+    home = tmp_path / "home"
+    monkeypatch.setenv(HOME_ENV_VAR, str(home))
+    shutil.copytree(result.run_dir, home / "models" / result.run_id)
+    from foxlive_core.config import load_config
+    from foxlive_core.models.store import ModelStore
+
+    cfg = load_config(path)
+    ModelStore(cfg.models_root).activate(result.run_id, by="pytest", reason="cli tests", cfg=cfg)
+    return lambda *args: main(["--config", str(path), *args])
+
+
+def test_bad_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--cycles", "-3"])
+    assert info.value.code == 2
+    assert "-3 must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["replay", "--start", "2025-05-01T10:00", "--end", "2025-05-02"])
+    assert info.value.code == 2
+    assert "has no time zone" in capsys.readouterr().err
+
+
+def test_missing_config_file_is_a_clear_error(capsys, tmp_path):
+    assert main(["--config", str(tmp_path / "nope.yaml"), "status"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_run_without_models_says_to_train(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv(HOME_ENV_VAR, str(tmp_path / "empty"))
+    path = write_config(tmp_path / "cfg")
+    assert main(["--config", str(path), "run", "--cycles", "1", "--no-wait"]) == 2
+    assert "run `foxlive train` first" in capsys.readouterr().err
+
+
+def test_replay_status_explain_halt_resume(cli_env, capsys):
+    assert cli_env("replay", "--start", "2025-05-01", "--end", "2025-05-01", "--book", "rp", "--quiet") == 0
+    out = capsys.readouterr().out
+    assert "book rp: 78 cycles" in out and "Sharpe" in out and "max drawdown" in out and "turnover" in out
+    assert cli_env("status", "--book", "rp") == 0
+    assert "cycles: 78" in capsys.readouterr().out
+    assert cli_env("explain", "AAPL", "--book", "rp") == 0
+    text = capsys.readouterr().out
+    assert "AAPL @ 2025-05-01T20:00:00+00:00" in text and "alpha bps" in text and "barrier gate" in text
+    assert cli_env("explain", "ZZZZ", "--book", "rp") == 2
+    assert "'ZZZZ' was not in book 'rp'" in capsys.readouterr().err
+    assert cli_env("halt", "--reason", "manual check", "--book", "rp", "--operator", "bob") == 0
+    assert cli_env("status", "--book", "rp") == 0
+    assert "halted: YES: manual check (by bob" in capsys.readouterr().out
+    assert cli_env("resume", "--book", "rp", "--operator", "bob", "--reason", "checked") == 0
+    assert "resumed by bob" in capsys.readouterr().out
+    assert cli_env("replay", "--start", "2025-05-01", "--end", "2025-05-01", "--book", "live", "--quiet") == 2
+    assert "is the live book" in capsys.readouterr().err
+
+
+def test_run_cycles_on_a_new_book(cli_env, capsys):
+    assert cli_env("run", "--cycles", "2", "--book", "paper1", "--start", "2025-05-01T14:35:00Z", "--no-wait") == 0
+    out = capsys.readouterr().out
+    assert "2025-05-01 14:35:00+00:00" in out and "2025-05-01 14:40:00+00:00" in out
+    assert cli_env("run", "--cycles", "1", "--book", "paper1", "--no-wait") == 0
+    assert "2025-05-01 14:45:00+00:00" in capsys.readouterr().out

@@ -172,6 +172,7 @@ class StandardizationConfig:
 
 @dataclass(frozen=True)
 class ConfidenceConfig:
+    ic_mode: str = num(**_choice("cross_sectional", "time_series"))
     ic_window: int = num(**_rng(2, 200))  # the exact tie-aware Spearman is O(W^2) per symbol
     ic_min_pairs: int = num(**_rng(2))
     ic_floor: float = num(**_rng(0.0, 1.0, lo_open=True))

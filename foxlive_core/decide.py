@@ -20,7 +20,9 @@ from foxlive_core.data.types import QuoteSnapshot
 from foxlive_core.pipeline.arbitrate import arbitrate, select_horizon
 from foxlive_core.pipeline.barrier_gate import barrier_gate
 from foxlive_core.pipeline.blend import append_scores, blend_weights, horizon_alpha
-from foxlive_core.pipeline.confidence import append, append_pairs, capacity, confidence, freshness, spearman_ic, stability
+from foxlive_core.pipeline.confidence import (
+    append, append_pairs, capacity, confidence, cross_sectional_ic, freshness, spearman_ic, stability,
+)
 from foxlive_core.pipeline.costs import horizon_sigma, impact_bps, planned_order_dollars, trading_cost_bps
 from foxlive_core.pipeline.quote_gate import quote_gate
 from foxlive_core.pipeline.risk_checks import trade_risk_checks
@@ -83,11 +85,14 @@ def buffer_shapes(cfg: FoxliveConfig, n_fam: int, horizon_bars, n: int) -> dict[
     H = len(horizon_bars)
     shapes = {
         "z_buffer": ((n_fam, H, n, cfg.standardization.window), 2),
-        "ic_pred": ((n_fam, H, n, cfg.confidence.ic_window), 2),
-        "ic_real": ((n_fam, H, n, cfg.confidence.ic_window), 2),
         "calib_err": ((n_fam, H, n, cfg.confidence.stability_window), 2),
         "score_hist": ((H, n, cfg.blending.corr_window, n_fam), 1),
     }
+    if cfg.confidence.ic_mode == "time_series":
+        shapes["ic_pred"] = ((n_fam, H, n, cfg.confidence.ic_window), 2)
+        shapes["ic_real"] = ((n_fam, H, n, cfg.confidence.ic_window), 2)
+    else:
+        shapes["ic_cross_sectional"] = ((n_fam, H, cfg.confidence.ic_window), None)
     for i, b in enumerate(horizon_bars):
         # Predictions wait h bars for their realised return: a ring of the last h cycles per horizon.
         shapes[f"pending_pred_{i}"] = ((int(b), n_fam, n), 2)
@@ -231,14 +236,22 @@ def decide(
         # push this cycle's predictions (oldest dropped)
         buf[f"pending_time_{i}"] = np.concatenate([ring_t[1:], [now_ns]])
         buf[f"pending_pred_{i}"] = np.concatenate([ring_p[1:], raw[None, :, i, :]], axis=0)
-    buf["ic_pred"], buf["ic_real"] = append_pairs(buf["ic_pred"], buf["ic_real"], matured, realised)
+    cc = cfg.confidence
+    if cc.ic_mode == "time_series":
+        buf["ic_pred"], buf["ic_real"] = append_pairs(buf["ic_pred"], buf["ic_real"], matured, realised)
+        ic = spearman_ic(buf["ic_pred"], buf["ic_real"], cc.ic_min_pairs)
+    else:
+        # One measurement per (family, horizon) and cycle, across the universe; NaN (not appended) until matured.
+        hist = append(buf["ic_cross_sectional"], cross_sectional_ic(matured, realised[None], cc.ic_min_pairs))
+        buf["ic_cross_sectional"] = hist
+        measured = np.isfinite(hist).sum(axis=-1)
+        mean_ic = np.divide(np.nansum(hist, axis=-1), measured, out=np.zeros(measured.shape), where=measured > 0)
+        ic = np.broadcast_to(np.where(measured >= cc.ic_min_pairs, mean_ic, 0.0)[:, :, None], raw.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         calib = (matured - realised[None]) / models.target_std[:, :, None]
     buf["calib_err"] = append(buf["calib_err"], calib)
 
     # 5b. confidence
-    cc = cfg.confidence
-    ic = spearman_ic(buf["ic_pred"], buf["ic_real"], cc.ic_min_pairs)
     tau = np.array([h.freshness_tau_s for h in cfg.horizons])
     fresh = freshness(inputs.data_age_s, tau)
     planned = np.full(N, cfg.sizing.max_weight * portfolio.value)

@@ -61,11 +61,14 @@ Planted predictable components (what models can learn)
    15m, 0.08 at 30m and 0.05 at 60m.
 2. Slow drift (60m and 1d horizons): per-symbol d follows an AR(1) across
    sessions (persistence ``DRIFT_PERSISTENCE`` = 0.9, unit stationary
-   variance) and adds drift_strength x d bps per 5-minute bar (default 0.25:
-   19.5 bps per session per unit of d, against about 90 bps of session
-   volatility). An oracle knowing d has a next-session IC near 0.2; measured,
-   the rank IC of the previous 5-10 sessions' return against the next
-   session's return is about 0.035-0.04.
+   variance) and adds drift_strength x d bps per 5-minute bar. At 0.25,
+   19.5 bps per session per unit of d against about 90 bps of session
+   volatility: an oracle knowing d has a next-session IC near 0.2, and the
+   rank IC of the previous 5-10 sessions' return against the next session's
+   is about 0.035-0.04. The shipped config uses 0.6 (47 bps per session per
+   unit of d), where the trained 1d models reach a validation rank IC of
+   about 0.07-0.10 (50 symbols, 60 sessions): enough for a few trades to
+   clear the costs, which a weaker drift does not.
 """
 
 from __future__ import annotations

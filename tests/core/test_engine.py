@@ -102,8 +102,13 @@ def test_cycles_of_one_book_never_overlap(engine_home):
     engine.run_cycle("locked", t)
 
 
+# The per-symbol time-series IC is noisy and makes the small test models trade often, which is
+# what the tests of halting need: positions to reduce and orders to block.
+BUSY = {"confidence": {"ic_mode": "time_series"}}
+
+
 def test_halted_book_sends_only_risk_reducing_orders(engine_home):
-    engine = engine_home()
+    engine = engine_home(BUSY)
     times = bar_times(engine, DAY1, 60)
     for t in times[:30]:
         engine.run_cycle("halted", t)
@@ -123,7 +128,7 @@ def test_halted_book_sends_only_risk_reducing_orders(engine_home):
 
 
 def test_kill_switch_trips_on_daily_loss_and_survives_midnight(engine_home):
-    engine = engine_home({"risk": {"daily_loss_limit": 0.0001}})
+    engine = engine_home({**BUSY, "risk": {"daily_loss_limit": 0.0001}})
     times = bar_times(engine, DAY1, 140)  # into the second session
     results = [engine.run_cycle("fragile", t) for t in times]
     halted_at = next(i for i, r in enumerate(results) if r.halted)
@@ -187,17 +192,37 @@ def test_buffers_follow_the_universe(small_run):
 
 def test_realised_returns_feed_the_ic_every_cycle(engine_home):
     engine = engine_home()
+    assert engine.cfg.confidence.ic_mode == "cross_sectional"
     times = bar_times(engine, DAY1, 30)
     results = [engine.run_cycle("ic", t) for t in times]
-    state = engine.store.load("ic")
+    hist = engine.store.load("ic").arrays["ic_cross_sectional"]  # (Fam, H, W): one measurement per cycle
+    measured = np.isfinite(hist).sum(axis=-1)
+    # The 5m horizon (1 bar) matured at 29 cycles, capped by the window of 20; 1d (78 bars) not yet.
+    assert (measured[:, 0] == engine.cfg.confidence.ic_window).all() and (measured[:, -1] == 0).all()
+    ic = results[-1].decision.trace["ic"]
+    np.testing.assert_allclose(ic[:, 0, 0], np.nanmean(hist[:, 0], axis=-1))
+    assert (ic[:, -1] == 0).all()
+    # The newest measurement: Spearman across symbols of the previous cycle's 5m predictions
+    # against the close-to-close returns of the last bar.
+    from scipy.stats import spearmanr
+
+    panel = engine.market.bars(engine.symbols, times[-2], times[-1])
+    realised = panel.close[-1] / panel.close[-2] - 1
+    previous = results[-2].decision.trace["raw_pred"][0, 0]
+    ok = np.isfinite(realised) & np.isfinite(previous)
+    assert hist[0, 0, -1] == pytest.approx(spearmanr(previous[ok], realised[ok]).statistic)
+
+
+def test_time_series_ic_mode_pairs_each_symbol(engine_home):
+    engine = engine_home({"confidence": {"ic_mode": "time_series"}})
+    times = bar_times(engine, DAY1, 30)
+    results = [engine.run_cycle("ic_ts", t) for t in times]
+    state = engine.store.load("ic_ts")
     pairs = np.isfinite(state.arrays["ic_pred"]).sum(axis=-1)  # (Fam, H, N)
-    # After 30 cycles the 5m horizon (1 bar) has 29 matured pairs per symbol, capped by the window of 20.
     assert (pairs[:, 0, :] == engine.cfg.confidence.ic_window).all()
-    # The 1d horizon (78 bars) has none yet: its predictions have not matured.
     assert (pairs[:, -1, :] == 0).all()
     ic = results[-1].decision.trace["ic"]
     assert np.count_nonzero(ic[:, 0, :]) > 0.9 * ic[:, 0, :].size
-    # The realised return paired with a 5m prediction is the next bar's close-to-close return.
     real = state.arrays["ic_real"][0, 0, 0, -1]
     close = engine.market.bars(engine.symbols[:1], times[-2], times[-1]).close[:, 0]
     assert real == pytest.approx(close[-1] / close[-2] - 1)

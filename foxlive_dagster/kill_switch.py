@@ -13,6 +13,9 @@ from foxlive_dagster.resources import FoxliveConfigResource, StateStoreResource
 
 KILL_SWITCH_KEY = dg.AssetKey(["risk", "kill_switch"])
 BOOK_TAG = "foxlive/book"
+# The book a halt/resume run acts on. Not BOOK_TAG: that tag carries the one-run-per-book concurrency limit
+# (config/dagster/dagster.yaml), and the run recording a halt must never queue behind the runs it stops.
+KILL_SWITCH_BOOK_TAG = "foxlive/kill_switch_book"
 TRADING_JOB = "trading_cycle_job"
 
 kill_switch_spec = dg.AssetSpec(
@@ -55,9 +58,16 @@ def cancel_trading_runs(instance: dg.DagsterInstance, book: str, reason: str, ex
         if run.run_id == exclude_run_id:
             continue
         # The run coordinator dequeues a queued run or asks the launcher to stop a started one; with no
-        # launcher able to (a unit test, a dead code server) the run is marked cancelled directly.
-        if not instance.run_coordinator.cancel_run(run.run_id):
-            instance.report_run_canceled(run, message=f"kill switch: {reason}")
+        # launcher able to (a unit test, a dead code server, a launcher without termination) the run is
+        # marked cancelled directly. Tripping the kill switch never stops half way on a launcher error.
+        try:
+            stopped = instance.run_coordinator.cancel_run(run.run_id)
+        except Exception:  # noqa: BLE001 - any launcher failure falls back to marking the run cancelled
+            stopped = False
+        if not stopped:
+            latest = instance.get_run_by_id(run.run_id) or run
+            if not latest.is_finished:
+                instance.report_run_canceled(latest, message=f"kill switch: {reason}")
         cancelled.append(run.run_id)
     return cancelled
 
@@ -67,7 +77,7 @@ def halt_run_request(book: str, reason: str, actor: str, run_key: str | None = N
         run_key=run_key,
         job_name="halt_book",
         run_config={"ops": {"record_halt": {"config": {"book": book, "reason": reason, "actor": actor}}}},
-        tags={BOOK_TAG: book, "foxlive/kill_switch": "halt"},
+        tags={KILL_SWITCH_BOOK_TAG: book, "foxlive/kill_switch": "halt"},
     )
 
 

@@ -19,13 +19,29 @@ from foxlive_dagster.kill_switch import BOOK_TAG, cancel_trading_runs, halt_book
 from foxlive_dagster.resources import FoxliveConfigResource, MarketDataResource, StateStoreResource
 
 
-def trip(context, store, book: str, reason: str, actor: str) -> tuple[str, list[str]]:
-    """Halt ``book`` (idempotent), cancel its trading runs, and request the recording halt run."""
+def _now() -> pd.Timestamp:
+    """The wall clock (a seam for tests of the stale-data sensor)."""
+    return pd.Timestamp.now(tz="UTC")
+
+
+def _last_event_time(store, book: str, kind: str) -> str | None:
+    """When the book's newest ``kind`` event ('halt', 'resume') was recorded, or None."""
+    events = store.events(book)
+    events = events[events["kind"] == kind]
+    return str(events["time"].iloc[-1]) if len(events) else None
+
+
+def trip(context, store, book: str, reason: str, actor: str) -> tuple[str, list[str], str]:
+    """Halt ``book`` (idempotent), cancel its trading runs; returns (the halt's reason, cancelled runs, halt id).
+
+    The halt id (when the halt was recorded) keys the recording ``halt_book`` run, so every halt is recorded
+    once, and a later halt with the same reason (after a resume) is recorded again.
+    """
     store.halt(book, reason, actor)
     halted_reason = store.halt_status(book)[1]
     cancelled = cancel_trading_runs(context.instance, book, halted_reason)
     context.log.info(f"kill switch tripped for {book}: {halted_reason}; cancelled {len(cancelled)} run(s)")
-    return halted_reason, cancelled
+    return halted_reason, cancelled, _last_event_time(store, book, "halt") or halted_reason
 
 
 @dg.sensor(
@@ -42,25 +58,33 @@ def risk_sensor(context: dg.SensorEvaluationContext, foxlive: FoxliveConfigResou
     book = cfg.book
     if not store.exists(book):
         return dg.SkipReason(f"book {book!r} has no state yet")
+    # The cursor holds, per book, the id (record time) of the halt already tripped or mirrored.
     cursor = json.loads(context.cursor) if context.cursor else {}
     halted, reason = store.halt_status(book)
+    halt_id = (_last_event_time(store, book, "halt") or reason) if halted else ""
+    if halted and cursor.get(book) == halt_id:
+        return dg.SkipReason(f"book {book!r} is halted ({reason}); waiting for an operator to resume it")
     last = store.last_cycle(book)
     breach = ""
-    if last is not None:
+    if last is not None and not halted:
         if last["daily_return"] < -cfg.risk.daily_loss_limit:
             breach = f"daily_loss_limit: daily return {last['daily_return']:.2%} beyond -{cfg.risk.daily_loss_limit:.2%}"
         elif last["drawdown"] > cfg.risk.drawdown_limit:
             breach = f"drawdown_limit: drawdown {last['drawdown']:.2%} beyond {cfg.risk.drawdown_limit:.2%}"
-    if halted and cursor.get(book) == reason:
-        return dg.SkipReason(f"book {book!r} is halted ({reason}); waiting for an operator to resume it")
+        resumed = _last_event_time(store, book, "resume")
+        if breach and resumed is not None and pd.Timestamp(last["committed_at"]) <= pd.Timestamp(resumed):
+            # An operator resumed the book after this cycle: its breach was reviewed. The next cycle is
+            # judged afresh (and the engine halts the book itself if the loss persists).
+            breach = ""
     if not halted and not breach:
         cursor.pop(book, None)
         return dg.SensorResult(skip_reason=f"book {book!r} within limits", cursor=json.dumps(cursor))
+    # A breach the sensor found, or a halt set elsewhere (the engine, `foxlive halt`) that it mirrors.
     actor = "risk_sensor" if not halted else store.load(book).halted_by or "engine"
-    halted_reason, cancelled = trip(context, store, book, breach or reason, actor)
-    cursor[book] = halted_reason
+    halted_reason, cancelled, halt_id = trip(context, store, book, breach or reason, actor)
+    cursor[book] = halt_id
     return dg.SensorResult(
-        run_requests=[halt_run_request(book, halted_reason, actor, run_key=f"halt:{book}:{halted_reason}")],
+        run_requests=[halt_run_request(book, halted_reason, actor, run_key=f"halt:{book}:{halt_id}")],
         cursor=json.dumps(cursor),
     )
 
@@ -79,22 +103,27 @@ def build_failure_sensor(max_failures_default: int = 3):
         book = context.dagster_run.tags.get(BOOK_TAG)
         if book != cfg.book:
             return dg.SkipReason(f"failed run {context.dagster_run.run_id} is not a live cycle of {cfg.book!r}")
-        runs = context.instance.get_runs(
+        store = state.get()
+        # Failures before an operator's resume were reviewed by that operator: count only the runs after it.
+        resumed = _last_event_time(store, book, "resume")
+        records = context.instance.get_run_records(
             filters=dg.RunsFilter(job_name=trading_cycle_job.name, tags={BOOK_TAG: book},
-                                  statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]),
+                                  statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
+                                  created_after=pd.Timestamp(resumed).to_pydatetime() if resumed else None),
             limit=cfg.engine.max_consecutive_failures,
         )
         failures = 0
-        for run in runs:
-            if run.status != dg.DagsterRunStatus.FAILURE:
+        for record in records:
+            if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
                 break
             failures += 1
         if failures < cfg.engine.max_consecutive_failures:
             return dg.SkipReason(f"{failures} consecutive failed cycle(s) of {book!r}; the limit is "
                                  f"{cfg.engine.max_consecutive_failures}")
-        store = state.get()
         reason = f"run_failures: {failures} consecutive trading cycles failed (last {context.dagster_run.run_id})"
-        halted_reason, _ = trip(context, store, book, reason, "cycle_failure_sensor")
+        # Cycles failing before the book's first commit must still halt it: create the book as a cycle would.
+        store.create_book(book, cfg.broker.starting_cash)
+        halted_reason, _, _ = trip(context, store, book, reason, "cycle_failure_sensor")
         return halt_run_request(book, halted_reason, "cycle_failure_sensor", run_key=f"halt:{book}:{context.dagster_run.run_id}")
 
     return cycle_failure_sensor
@@ -116,7 +145,7 @@ def stale_data_sensor(context: dg.SensorEvaluationContext, foxlive: FoxliveConfi
     if not store.exists(book) or store.halt_status(book)[0]:
         return dg.SkipReason(f"book {book!r} has no state yet or is already halted")
     cal = calendar_for(cfg.market)
-    now = pd.Timestamp.now(tz="UTC")
+    now = _now()
     session = cal.sessions(now - pd.Timedelta(hours=1), now)
     if session.empty or not ((session["open"] < now) & (session["close"] > now)).any():
         return dg.SkipReason(f"the {cal.code} session is closed")
@@ -127,6 +156,6 @@ def stale_data_sensor(context: dg.SensorEvaluationContext, foxlive: FoxliveConfi
     if lag_bars <= cfg.engine.stale_data_bars:
         return dg.SkipReason(f"market data is current (newest bar {newest}, {lag_bars} bar(s) behind)")
     reason = f"stale_data: newest bar {newest} is {lag_bars} bars behind {expected} (limit {cfg.engine.stale_data_bars})"
-    halted_reason, _ = trip(context, store, book, reason, "stale_data_sensor")
+    halted_reason, _, _ = trip(context, store, book, reason, "stale_data_sensor")
     return dg.SensorResult(run_requests=[halt_run_request(book, halted_reason, "stale_data_sensor",
                                                           run_key=f"halt:{book}:{expected}")])

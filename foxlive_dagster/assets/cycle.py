@@ -14,6 +14,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from foxlive_core.calendar import calendar_for
 from foxlive_core.data.types import BAR_FIELDS, BarPanel
 from foxlive_core.engine import cycle_features, load_cycle_bars
 from foxlive_core.errors import StateError
@@ -28,6 +29,7 @@ from foxlive_dagster.resources import (
 
 GROUP = "trading"
 BACKFILL_TAG = "dagster/backfill"
+PARTITION_TAG = "dagster/partition"
 
 
 class CycleConfig(dg.Config):
@@ -163,6 +165,16 @@ def build_cycle_assets(partitions_def: dg.PartitionsDefinition) -> list:
         if replay:
             if book == cfg.book:
                 raise dg.Failure(f"a backfill replays history on a replay book; {book!r} is the live book, name another")
+            if config.fresh and PARTITION_TAG in context.run.tags:
+                # A job backfill launches one run per partition (it ignores the single-run BackfillPolicy);
+                # each would restart the replay book, leaving one cycle of the range. An asset backfill
+                # runs a range in one run, tagged with the range (never with dagster/partition).
+                raise dg.Failure(
+                    f"backfill run of the single partition {context.run.tags[PARTITION_TAG]}: a replay restarts "
+                    f"book {book!r}, so one run per partition would keep only the last cycle. Launch the replay "
+                    "as an asset backfill (select the cycle assets, Materialize a partition range; or "
+                    "`dg launch --assets ... --partition-range A...B`), which runs the whole range at once"
+                )
             results = engine.replay_inputs(book, inputs, len(times), fresh=config.fresh)
         else:
             try:
@@ -252,8 +264,8 @@ def build_cycle_assets(partitions_def: dg.PartitionsDefinition) -> list:
         st = store.load(book)
         cycles = store.cycles(book)
         last = cycles.iloc[-1]
-        day = cycles[cycles["cycle_time"].dt.tz_convert("America/New_York").dt.date
-                     == last["cycle_time"].tz_convert("America/New_York").date()]
+        tz = calendar_for(cfg.market).tz
+        day = cycles[cycles["cycle_time"].dt.tz_convert(tz).dt.date == last["cycle_time"].tz_convert(tz).date()]
         report = {
             "book": book,
             "drawdown": float(last["drawdown"]),

@@ -52,21 +52,32 @@ def trained_models(
 
 
 class ActivationConfig(dg.Config):
-    """``run_id``: the run to activate; empty = the run just trained (the ``trained_models`` value)."""
+    """``run_id``: the run to activate (e.g. a rollback); empty = the newest ``trained_models`` materialisation's run."""
 
     run_id: str = ""
 
 
-@dg.asset(group_name=GROUP, kinds={"python"}, io_manager_key="cycle_io_manager")
+def _latest_trained_run(context: dg.AssetExecutionContext) -> str:
+    # A dependency, not an input: activating a named run (a rollback, a fresh deployment) must not need a
+    # stored trained_models value; the run just trained is the newest materialisation's run_id.
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("trained_models"))
+    run_id = event.asset_materialization.metadata.get("run_id") if event and event.asset_materialization else None
+    if run_id is None:
+        raise dg.Failure("no trained_models materialisation to activate; materialise trained_models first, "
+                         "or give active_models a run_id")
+    return str(run_id.value)
+
+
+@dg.asset(group_name=GROUP, kinds={"python"}, io_manager_key="cycle_io_manager", deps=[trained_models])
 def active_models(
-    context: dg.AssetExecutionContext, config: ActivationConfig, trained_models: dict,
+    context: dg.AssetExecutionContext, config: ActivationConfig,
     foxlive: FoxliveConfigResource, models: ModelStoreResource,
 ) -> dg.MaterializeResult:
     """The validated model run live trading uses: every checksum verified, the activation recorded."""
     cfg = foxlive.get()
     store = models.store()
     previous = store.active_run()
-    run_id = config.run_id or trained_models["run_id"]
+    run_id = config.run_id or _latest_trained_run(context)
     record = store.activate(run_id, by=f"dagster run {context.run.run_id}", reason="active_models materialisation", cfg=cfg)
     manifest = store.manifest(run_id)
     checks = pd.DataFrame(

@@ -1,0 +1,104 @@
+"""Fixtures of the Dagster tests: a temporary foxlive home with the small run activated, and its definitions."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from foxlive_core.config import FoxliveConfig, load_config
+from foxlive_core.models.store import ModelStore
+from foxlive_core.state import StateStore
+from foxlive_core.config import _deep_merge
+from tests.conftest import SMALL_TRAINING, SMALL_UNIVERSE, write_config
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+CYCLE_ASSETS = ["market_bars", "features", "predictions", "trading_cycle", "portfolio_snapshot", "risk_report"]
+# Partition keys are the bar's window start in exchange time; the cycle runs at the window end (the bar close).
+P1 = "2025-05-01-09:30"  # cycle at 2025-05-01 09:35 ET = 13:35 UTC, the first bar after the training end
+P2 = "2025-05-01-09:35"
+
+
+@dataclass
+class Env:
+    cfg: FoxliveConfig
+    config_path: Path
+    home: Path
+    run_id: str
+    defs: dg.Definitions
+
+    @property
+    def resources(self) -> dict:
+        return self.defs.resources
+
+    def store(self) -> StateStore:
+        return StateStore(self.cfg.state_path)
+
+    def assets(self, keys=CYCLE_ASSETS) -> list:
+        """The unbound asset definitions of ``keys`` (resolve_assets_def would bind the resources twice)."""
+        wanted = set(keys)
+        return [a for a in self.defs.assets if isinstance(a, dg.AssetsDefinition) and a.key.to_user_string() in wanted]
+
+    def materialize_cycle(self, instance, partition_key: str | None = None, **kwargs):
+        return dg.materialize(self.assets(), partition_key=partition_key, resources=self.resources, instance=instance,
+                              **kwargs)
+
+    def job(self, name: str):
+        return self.defs.resolve_job_def(name)
+
+
+def make_env(directory: Path, small_run, overrides: dict | None = None) -> Env:
+    """A config under ``directory`` (small training, the small universe), a home with the small run active."""
+    from foxlive_dagster.definitions import build_definitions
+
+    cfg0, _market, result = small_run
+    symbols = list(cfg0.symbols[:SMALL_UNIVERSE])
+    config_path = write_config(directory / "cfg", _deep_merge(SMALL_TRAINING, overrides or {}), symbols=symbols)
+    home = directory / "home"
+    cfg = load_config(config_path, home=home)
+    shutil.copytree(result.run_dir, cfg.models_root / result.run_id)
+    ModelStore(cfg.models_root).activate(result.run_id, by="pytest", reason="the small run", cfg=cfg)
+    defs = build_definitions(config_path=str(config_path), home=str(home))
+    return Env(cfg, config_path, home, result.run_id, defs)
+
+
+@pytest.fixture
+def env(small_run, tmp_path):
+    """A fresh home and definitions per test."""
+    return make_env(tmp_path, small_run)
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def metadata_values(materialization) -> dict:
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+@pytest.fixture(scope="module")
+def module_env(small_run, tmp_path_factory):
+    """One home and its definitions shared by a test module (its tests build on each other's state)."""
+    return make_env(tmp_path_factory.mktemp("dagster_home"), small_run)
+
+
+@pytest.fixture(scope="module")
+def module_instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def step_failure(result, step: str) -> str:
+    """The error of ``step``'s failure in ``result`` with its causes, as text."""
+    for ev in result.all_events:
+        if ev.event_type_value == "STEP_FAILURE" and ev.step_key == step:
+            return ev.step_failure_data.error.to_string()
+    raise AssertionError(f"step {step} did not fail")

@@ -1,0 +1,173 @@
+"""The per-cycle assets: a live cycle per partition, their values, metadata and checks; a range is a replay."""
+
+from __future__ import annotations
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from foxlive_core.engine import TradingEngine
+from foxlive_core.models.store import ModelStore
+from foxlive_core.runtime import make_market
+from foxlive_core.state import StateStore
+from foxlive_dagster.io_managers import load_arrays
+from tests.dagster.conftest import CYCLE_ASSETS, P1, P2, metadata_values, step_failure
+
+RANGE = ("2025-05-01-09:30", "2025-05-02-09:40")  # 78 + 3 cycles across a session boundary
+RANGE_TAGS = {
+    "dagster/asset_partition_range_start": RANGE[0],
+    "dagster/asset_partition_range_end": RANGE[1],
+    "dagster/backfill": "pytest-backfill",
+}
+
+
+def _by_key(result) -> dict:
+    return {ev.materialization.asset_key.to_user_string(): ev.materialization
+            for ev in result.get_asset_materialization_events()}
+
+
+def _checks(result) -> dict:
+    return {ev.check_name: ev for ev in result.get_asset_check_evaluations()}
+
+
+def test_one_partition_is_one_live_cycle(module_env, module_instance):
+    env = module_env
+    result = env.materialize_cycle(module_instance, P1)
+    assert result.success
+    mats = _by_key(result)
+    assert set(mats) == set(CYCLE_ASSETS)
+    n = len(env.cfg.symbols)
+
+    bars = metadata_values(mats["market_bars"])
+    assert bars["cycles"] == 1 and bars["symbols"] == n
+    assert bars["last_cycle"] == str(pd.Timestamp("2025-05-01T13:35Z"))
+    assert bars["bars"] >= env.cfg.engine.history_bars
+    feats = metadata_values(mats["features"])
+    assert feats["features"] > 0 and 0.9 <= feats["coverage"] <= 1.0
+    preds = metadata_values(mats["predictions"])
+    assert preds["model_run_id"] == env.run_id and preds["symbols"] == n
+
+    cycle = metadata_values(mats["trading_cycle"])
+    assert cycle["book"] == env.cfg.book and cycle["mode"] == "live" and cycle["cycles"] == 1
+    assert cycle["trades"] + cycle["holds"] + cycle["blocked"] == n
+    assert cycle["model_run_id"] == env.run_id
+    orders = mats["trading_cycle"].metadata["last_cycle_orders_and_fills"]
+    assert isinstance(orders, dg.TableMetadataValue)
+    assert [c.name for c in orders.schema.columns][:3] == ["client_order_id", "symbol", "side"]
+    assert len(orders.records) == cycle["orders"]
+    assert cycle["portfolio_value"] == pytest.approx(env.cfg.broker.starting_cash, rel=0.01)
+    assert "```" in cycle["top_decisions_explained"]
+
+    snap = metadata_values(mats["portfolio_snapshot"])
+    assert snap["book"] == env.cfg.book and snap["portfolio_value"] == pytest.approx(cycle["portfolio_value"])
+    risk = metadata_values(mats["risk_report"])
+    assert risk["cycles_in_book"] == 1 and risk["halted"] is False
+    assert mats["risk_report"].metadata["equity_curve"].value.startswith("![")
+
+    checks = _checks(result)
+    assert checks["market_data_fresh"].passed
+    assert checks["market_data_fresh"].metadata["fresh_share"].value >= 0.5
+    for name in ("gross_exposure_within_limit", "position_limit", "drawdown_within_limit", "daily_loss_within_limit"):
+        assert name in checks, name
+        assert checks[name].passed, name
+
+    # The stored values (npz, no pickle) are what the downstream assets read.
+    stored = load_arrays(env.home / "dagster_values" / "trading_cycle" / f"{P1}__{P1}.npz".replace(":", ""))
+    assert stored["book"] == env.cfg.book and stored["mode"] == "live"
+    np.testing.assert_allclose(stored["portfolio_value"], [cycle["portfolio_value"]])
+
+
+def test_the_next_partition_continues_the_live_book(module_env, module_instance):
+    env = module_env
+    result = env.materialize_cycle(module_instance, P2)
+    assert result.success
+    cycle = metadata_values(_by_key(result)["trading_cycle"])
+    assert cycle["mode"] == "live" and cycle["last_cycle"] == str(pd.Timestamp("2025-05-01T13:40Z"))
+    store = env.store()
+    cycles = store.cycles(env.cfg.book)
+    assert len(cycles) == 2
+    assert list(cycles["cycle_time"]) == [pd.Timestamp("2025-05-01T13:35Z"), pd.Timestamp("2025-05-01T13:40Z")]
+    assert cycles["portfolio_value"].iloc[-1] == pytest.approx(cycle["portfolio_value"])
+    assert metadata_values(_by_key(result)["risk_report"])["cycles_in_book"] == 2
+    assert store.load(env.cfg.book).cycle_count == 2
+
+
+def test_a_partition_already_run_is_refused(module_env, module_instance):
+    env = module_env
+    result = env.materialize_cycle(module_instance, P2, raise_on_error=False)
+    assert not result.success
+    assert "already" in step_failure(result, "trading_cycle")
+    assert len(env.store().cycles(env.cfg.book)) == 2
+
+
+def test_a_backfill_range_is_one_replay_equal_to_engine_replay(module_env, module_instance):
+    env = module_env
+    live_before = env.store().cycles(env.cfg.book)
+    result = env.materialize_cycle(module_instance, tags=RANGE_TAGS)
+    assert result.success
+    mats = _by_key(result)
+    cycle = metadata_values(mats["trading_cycle"])
+    assert cycle["book"] == env.cfg.replay_book and cycle["mode"] == "replay"
+    assert cycle["cycles"] == 81
+    assert cycle["orders"] > 0
+
+    # The same range replayed by the engine on another book: number for number.
+    cfg = env.cfg
+    models = ModelStore(cfg.models_root).load_active(cfg)
+    engine = TradingEngine(cfg, make_market(cfg), models, StateStore(cfg.state_path))
+    times = engine.cycle_times("2025-05-01T13:35Z", "2025-05-02T13:45Z")
+    assert len(times) == 81
+    engine.replay("engine_replay", times[0], times[-1], chunk_sessions=1)  # batched differently from the run
+    store = env.store()
+    cols = ["cycle_time", "portfolio_value", "cash", "gross_exposure", "net_exposure", "drawdown", "daily_return",
+            "n_trade", "n_hold", "n_blocked", "n_orders", "n_fills", "fees", "traded_notional", "halted"]
+    ours = store.cycles(cfg.replay_book)[cols].reset_index(drop=True)
+    ref = store.cycles("engine_replay")[cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(ours, ref, check_exact=True)
+    da = store.decisions(cfg.replay_book).drop(columns="book").reset_index(drop=True)
+    db = store.decisions("engine_replay").drop(columns="book").reset_index(drop=True)
+    pd.testing.assert_frame_equal(da, db, check_exact=True)
+    assert metadata_values(mats["portfolio_snapshot"])["portfolio_value"] == pytest.approx(ref["portfolio_value"].iloc[-1])
+    assert metadata_values(mats["risk_report"])["cycles_in_book"] == 81
+
+    # The live book is untouched.
+    pd.testing.assert_frame_equal(store.cycles(cfg.book), live_before)
+
+
+def test_a_backfill_never_trades_the_live_book(module_env, module_instance):
+    env = module_env
+    tags = {**RANGE_TAGS, "dagster/asset_partition_range_end": "2025-05-01-14:05"}
+    result = env.materialize_cycle(
+        module_instance, tags=tags, raise_on_error=False,
+        run_config={"ops": {"trading_cycle": {"config": {"book": env.cfg.book}}}},
+    )
+    assert not result.success
+    assert "is the live book" in step_failure(result, "trading_cycle")
+    assert len(env.store().cycles(env.cfg.book)) == 2
+
+
+def test_end_of_day_report_of_the_live_book(module_env, module_instance):
+    env = module_env
+    report = env.assets(["end_of_day_report"])
+    result = dg.materialize(report, partition_key="2025-05-01", resources=env.resources, instance=module_instance)
+    meta = metadata_values(result.get_asset_materialization_events()[0].materialization)
+    live = env.store().cycles(env.cfg.book)
+    assert meta["book"] == env.cfg.book and meta["cycles"] == len(live) == 2
+    assert meta["fees"] == pytest.approx(live["fees"].sum())
+    assert meta["halted_at_close"] is False
+    empty = dg.materialize(report, partition_key="2025-05-05", resources=env.resources, instance=module_instance)
+    assert metadata_values(empty.get_asset_materialization_events()[0].materialization)["cycles"] == 0
+
+
+def test_a_per_partition_backfill_run_is_refused(module_env, module_instance):
+    """Job backfills ignore the single-run policy: each partition's run would restart the replay book."""
+    env = module_env
+    replay_before = env.store().cycles(env.cfg.replay_book)
+    result = env.job("trading_cycle_job").execute_in_process(
+        partition_key="2025-05-02-09:45", instance=module_instance, raise_on_error=False,
+        tags={"dagster/backfill": "job-backfill"},
+    )
+    assert not result.success
+    assert "asset backfill" in step_failure(result, "trading_cycle")
+    pd.testing.assert_frame_equal(env.store().cycles(env.cfg.replay_book), replay_before)

@@ -1,0 +1,268 @@
+"""Sensor-driven halts: the risk sensor, the run-failure sensor, the stale-data sensor; halt and resume jobs."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from foxlive_core.state import CycleRecord
+from foxlive_dagster import sensors as sensors_module
+from foxlive_dagster.kill_switch import BOOK_TAG, KILL_SWITCH_BOOK_TAG, KILL_SWITCH_KEY
+from tests.dagster.conftest import P1, P2, metadata_values
+
+T1 = pd.Timestamp("2025-05-01T13:35Z")
+
+
+def write_cycle(store, book: str, t, daily_return: float = 0.0, drawdown: float = 0.0) -> None:
+    """Commit a cycle row of ``book`` at ``t`` with the given risk figures (the book's ledger unchanged)."""
+    state = store.load(book)
+    state.last_cycle_time = pd.Timestamp(t)
+    state.cycle_count += 1
+    value = state.cash
+    store.commit_cycle(state, CycleRecord(
+        cycle_time=pd.Timestamp(t), portfolio_value=value, cash=state.cash, gross_exposure=0.0, net_exposure=0.0,
+        drawdown=drawdown, daily_return=daily_return, n_trade=0, n_hold=0, n_blocked=0, n_orders=0, n_fills=0,
+        fees=0.0, traded_notional=0.0, halted=state.halted, summary={}, decisions=[], orders=[],
+    ))
+
+
+def sensor_def(env, name: str):
+    return next(s for s in env.defs.sensors if s.name == name)
+
+
+def evaluate(env, instance, name: str, cursor: str | None = None):
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=env.resources,
+                                 definitions=env.defs, sensor_name=name) as context:
+        return sensor_def(env, name)(context)
+
+
+def trading_run(env, instance, book: str, status=dg.DagsterRunStatus.QUEUED, partition=P2):
+    """A trading_cycle_job run of ``book`` in the instance, as the schedule would have submitted it."""
+    from dagster._core.remote_origin import (
+        InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin,
+    )
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.utils import make_new_run_id
+
+    # Queued runs need a job origin (where the daemon would launch them from): the code location's module.
+    location = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name="foxlive_dagster.definitions", attribute="defs"), location_name="foxlive")
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), "trading_cycle_job")
+    return instance.add_run(dg.DagsterRun(
+        job_name="trading_cycle_job", run_id=make_new_run_id(), status=status,
+        tags={BOOK_TAG: book, "dagster/partition": partition}, remote_job_origin=origin,
+    ))
+
+
+def status_of(instance, run) -> dg.DagsterRunStatus:
+    return instance.get_run_by_id(run.run_id).status
+
+
+def kill_switch_event(instance) -> dict:
+    event = instance.get_latest_materialization_event(KILL_SWITCH_KEY)
+    assert event is not None
+    return metadata_values(event.asset_materialization)
+
+
+def run_halt_request(env, instance, request: dg.RunRequest):
+    assert request.job_name == "halt_book"
+    result = env.job("halt_book").execute_in_process(run_config=request.run_config, instance=instance,
+                                                     tags=request.tags)
+    assert result.success
+    return result
+
+
+def resume(env, instance, operator="alice", reason="loss reviewed", raise_on_error=True):
+    return env.job("resume_book").execute_in_process(
+        run_config={"ops": {"record_resume": {"config": {"operator": operator, "reason": reason}}}},
+        instance=instance, raise_on_error=raise_on_error,
+    )
+
+
+def test_risk_breach_halts_cancels_records_and_only_resume_clears_it(env, instance):
+    book = env.cfg.book
+    store = env.store()
+    assert isinstance(evaluate(env, instance, "risk_sensor"), dg.SkipReason)  # no book yet
+
+    assert env.materialize_cycle(instance, P1).success  # a real live cycle
+    within = evaluate(env, instance, "risk_sensor")
+    assert isinstance(within, dg.SensorResult) and not within.run_requests
+    assert "within limits" in within.skip_reason.skip_message
+
+    queued = trading_run(env, instance, book)
+    started = trading_run(env, instance, book, status=dg.DagsterRunStatus.STARTED)
+    other_book = trading_run(env, instance, "other_book")
+    write_cycle(store, book, T1 + pd.Timedelta(minutes=5), daily_return=-(env.cfg.risk.daily_loss_limit + 0.01))
+
+    tripped = evaluate(env, instance, "risk_sensor")
+    assert isinstance(tripped, dg.SensorResult) and len(tripped.run_requests) == 1
+    halted, reason = store.halt_status(book)
+    assert halted and reason.startswith("daily_loss_limit")
+    events = store.events(book)
+    assert list(events["kind"]) == ["halt"] and events["actor"].iloc[-1] == "risk_sensor"
+    assert status_of(instance, queued) == dg.DagsterRunStatus.CANCELED
+    assert status_of(instance, started) == dg.DagsterRunStatus.CANCELED
+    assert status_of(instance, other_book) == dg.DagsterRunStatus.QUEUED
+    request = tripped.run_requests[0]
+    assert request.tags[KILL_SWITCH_BOOK_TAG] == book and BOOK_TAG not in request.tags
+    assert request.run_config["ops"]["record_halt"]["config"]["reason"] == reason
+
+    again = evaluate(env, instance, "risk_sensor", cursor=tripped.cursor)
+    assert isinstance(again, dg.SkipReason) and "waiting for an operator" in again.skip_message
+
+    run_halt_request(env, instance, request)
+    recorded = kill_switch_event(instance)
+    assert recorded["event"] == "halt" and recorded["halted"] is True and recorded["reason"] == reason
+    assert recorded["book"] == book and recorded["actor"] == "risk_sensor"
+
+    # Nothing but resume_book clears the halt: sensors (even with a lost cursor), schedules, cycles.
+    lost_cursor = evaluate(env, instance, "risk_sensor")
+    assert isinstance(lost_cursor, dg.SensorResult)
+    with dg.build_schedule_context(instance=instance, resources=env.resources,
+                                   scheduled_execution_time=pd.Timestamp("2025-05-01 09:50", tz="America/New_York")
+                                   .to_pydatetime()) as ctx:
+        assert isinstance(next(s for s in env.defs.schedules if s.name == "trading_cycle_schedule")(ctx), dg.SkipReason)
+    assert env.materialize_cycle(instance, "2025-05-01-09:40").success  # a cycle of a halted book trades down only
+    assert store.halt_status(book) == (True, reason)
+    assert not resume(env, instance, operator="", reason="", raise_on_error=False).success
+    assert store.halt_status(book) == (True, reason)
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        env.job("resume_book").execute_in_process(instance=instance)
+
+    resumed = resume(env, instance)
+    assert resumed.success
+    assert store.halt_status(book) == (False, "")
+    recorded = kill_switch_event(instance)
+    assert recorded["event"] == "resume" and recorded["halted"] is False and recorded["actor"] == "alice"
+    assert recorded["cleared_halt_reason"] == reason
+    assert list(store.events(book)["kind"]) == ["halt", "resume"]
+    assert not resume(env, instance, raise_on_error=False).success  # not halted: nothing to resume
+
+    # The reviewed breach does not halt the book again; a new breaching cycle does, recorded as a new halt.
+    after = evaluate(env, instance, "risk_sensor", cursor=tripped.cursor)
+    assert isinstance(after, dg.SensorResult) and not after.run_requests
+    assert store.halt_status(book)[0] is False
+    write_cycle(store, book, T1 + pd.Timedelta(minutes=15), drawdown=env.cfg.risk.drawdown_limit + 0.05)
+    second = evaluate(env, instance, "risk_sensor", cursor=after.cursor)
+    assert len(second.run_requests) == 1 and store.halt_status(book)[1].startswith("drawdown_limit")
+    assert second.run_requests[0].run_key != request.run_key
+
+
+def test_risk_sensor_mirrors_a_halt_set_elsewhere(env, instance):
+    book = env.cfg.book
+    store = env.store()
+    store.create_book(book, env.cfg.broker.starting_cash)
+    write_cycle(store, book, T1)
+    queued = trading_run(env, instance, book)
+    store.halt(book, "engine: daily loss", "engine")
+    result = evaluate(env, instance, "risk_sensor")
+    assert len(result.run_requests) == 1
+    config = result.run_requests[0].run_config["ops"]["record_halt"]["config"]
+    assert config == {"book": book, "reason": "engine: daily loss", "actor": "engine"}
+    assert status_of(instance, queued) == dg.DagsterRunStatus.CANCELED
+    assert isinstance(evaluate(env, instance, "risk_sensor", cursor=result.cursor), dg.SkipReason)
+    run_halt_request(env, instance, result.run_requests[0])
+    assert kill_switch_event(instance)["reason"] == "engine: daily loss"
+    assert store.halt_status(book) == (True, "engine: daily loss")
+
+    # Resumed and halted again for the same reason between two ticks: a new halt, mirrored and recorded anew.
+    assert store.resume(book, "bob", "checked")
+    assert store.halt(book, "engine: daily loss", "engine")
+    again = evaluate(env, instance, "risk_sensor", cursor=result.cursor)
+    assert isinstance(again, dg.SensorResult) and len(again.run_requests) == 1
+    assert again.run_requests[0].run_key != result.run_requests[0].run_key
+
+
+def _fail_a_cycle(env, instance, book: str):
+    """A trading_cycle_job run that fails (its model run is missing), and the failure sensor's context for it."""
+    result = env.job("trading_cycle_job").execute_in_process(
+        partition_key=P1, instance=instance, tags={BOOK_TAG: book}, raise_on_error=False,
+    )
+    assert not result.success
+    run = instance.get_run_by_id(result.run_id)
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    return result, run
+
+
+def evaluate_failure(env, instance, result, run):
+    sensor = sensor_def(env, "cycle_failure_sensor")
+    with dg.build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_event=result.get_run_failure_event(), dagster_instance=instance,
+        dagster_run=run, resources=env.resources,
+    ) as status_context:
+        return sensor(status_context.for_run_failure())
+
+
+def test_consecutive_failed_cycles_halt_the_book(env, instance):
+    book = env.cfg.book
+    store = env.store()
+    assert env.cfg.engine.max_consecutive_failures == 3
+    # The active model run disappears: every cycle now fails in `predictions`.
+    (env.cfg.models_root / "active.json").write_text(json.dumps({"run_id": "20990101T000000000000Z"}))
+
+    result, run = _fail_a_cycle(env, instance, book)
+    first = evaluate_failure(env, instance, result, run)
+    assert isinstance(first, dg.SkipReason) and "1 consecutive" in first.skip_message
+
+    # Earlier history: a success breaks the streak, so failures before it do not count.
+    for status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
+        trading_run(env, instance, book, status=status)
+    result, run = _fail_a_cycle(env, instance, book)
+    second = evaluate_failure(env, instance, result, run)
+    assert isinstance(second, dg.SkipReason) and "2 consecutive" in second.skip_message
+    assert not store.exists(book) or not store.halt_status(book)[0]
+
+    other = env.job("trading_cycle_job").execute_in_process(
+        partition_key=P1, instance=instance, tags={BOOK_TAG: "other"}, raise_on_error=False)
+    skipped = evaluate_failure(env, instance, other, instance.get_run_by_id(other.run_id))
+    assert isinstance(skipped, dg.SkipReason) and "not a live cycle" in skipped.skip_message
+
+    queued = trading_run(env, instance, book)
+    result, run = _fail_a_cycle(env, instance, book)
+    request = evaluate_failure(env, instance, result, run)
+    assert isinstance(request, dg.RunRequest) and request.job_name == "halt_book"
+    halted, reason = store.halt_status(book)
+    assert halted and reason.startswith("run_failures: 3 consecutive") and run.run_id in reason
+    assert status_of(instance, queued) == dg.DagsterRunStatus.CANCELED
+    run_halt_request(env, instance, request)
+    assert kill_switch_event(instance)["actor"] == "cycle_failure_sensor"
+
+    # After an operator resumes, the failures before the resume no longer count.
+    assert resume(env, instance).success
+    result, run = _fail_a_cycle(env, instance, book)
+    after = evaluate_failure(env, instance, result, run)
+    assert isinstance(after, dg.SkipReason) and "1 consecutive" in after.skip_message
+    assert store.halt_status(book) == (False, "")
+
+
+def test_stale_data_sensor(env, instance, monkeypatch):
+    book = env.cfg.book
+    store = env.store()
+    skip = evaluate(env, instance, "stale_data_sensor")
+    assert isinstance(skip, dg.SkipReason) and "no state yet" in skip.skip_message
+    store.create_book(book, env.cfg.broker.starting_cash)
+
+    monkeypatch.setattr(sensors_module, "_now", lambda: pd.Timestamp("2025-05-03T15:00Z"))  # a Saturday
+    closed = evaluate(env, instance, "stale_data_sensor")
+    assert isinstance(closed, dg.SkipReason) and "closed" in closed.skip_message
+
+    monkeypatch.setattr(sensors_module, "_now", lambda: pd.Timestamp("2025-05-01T15:02Z"))  # 11:02 ET
+    current = evaluate(env, instance, "stale_data_sensor")
+    assert isinstance(current, dg.SkipReason) and "current" in current.skip_message
+
+    # A feed whose newest bar is an hour old: 12 bars behind the limit of 3.
+    stale = SimpleNamespace(last_time=pd.Timestamp("2025-05-01T14:00Z"))
+    monkeypatch.setattr("foxlive_dagster.resources._market", lambda *key: stale)
+    queued = trading_run(env, instance, book)
+    tripped = evaluate(env, instance, "stale_data_sensor")
+    assert isinstance(tripped, dg.SensorResult) and len(tripped.run_requests) == 1
+    halted, reason = store.halt_status(book)
+    assert halted and reason.startswith("stale_data") and "12 bars behind" in reason
+    assert status_of(instance, queued) == dg.DagsterRunStatus.CANCELED
+
+    already = evaluate(env, instance, "stale_data_sensor")
+    assert isinstance(already, dg.SkipReason) and "already halted" in already.skip_message

@@ -1,0 +1,125 @@
+"""End to end: the webserver loads the code location, shows the graph, and runs a trading cycle launched over GraphQL."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from foxlive_dagster.kill_switch import BOOK_TAG
+from tests.dagster.conftest import CYCLE_ASSETS, P1, make_env
+
+pytestmark = pytest.mark.slow
+
+WEBSERVER = Path(sys.executable).with_name("dagster-webserver")
+
+DAGSTER_YAML = """\
+run_coordinator:          # no daemon in this test: launch submitted runs at once
+  module: dagster._core.run_coordinator
+  class: DefaultRunCoordinator
+telemetry:
+  enabled: false
+"""
+
+OVERVIEW = """
+query {
+  repositoriesOrError {
+    ... on RepositoryConnection {
+      nodes {
+        name
+        location { name }
+        jobs { name }
+        schedules { name cronSchedule executionTimezone }
+        sensors { name sensorState { status } }
+        assetNodes { assetKey { path } dependencyKeys { path } }
+      }
+    }
+  }
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"dagster-webserver exited with {proc.returncode}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.fixture
+def webserver(small_run, tmp_path):
+    env = make_env(tmp_path / "foxlive", small_run)
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    port = _free_port()
+    log = (tmp_path / "webserver.log").open("w")
+    proc_env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "FOXLIVE_CONFIG": str(env.config_path),
+                "FOXLIVE_HOME": str(env.home)}
+    cmd = [str(WEBSERVER) if WEBSERVER.exists() else sys.executable, *([] if WEBSERVER.exists() else ["-m", "dagster_webserver"]),
+           "-h", "127.0.0.1", "-p", str(port), "-m", "foxlive_dagster.definitions"]
+    proc = subprocess.Popen(cmd, env=proc_env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/server_info", proc, timeout=90)
+        yield env, port, tmp_path / "webserver.log"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+def test_webserver_shows_the_location_and_runs_a_cycle(webserver):
+    from dagster_graphql import DagsterGraphQLClient
+
+    env, port, log = webserver
+    reply = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": OVERVIEW}, timeout=60).json()
+    assert "errors" not in reply, reply
+    (repo,) = reply["data"]["repositoriesOrError"]["nodes"]
+    jobs = {j["name"] for j in repo["jobs"]}
+    assert {"trading_cycle_job", "training_job", "end_of_day_job", "halt_book", "resume_book"} <= jobs
+    schedules = {s["name"]: s for s in repo["schedules"]}
+    assert set(schedules) == {"trading_cycle_schedule", "end_of_day_schedule", "weekly_retraining_schedule"}
+    assert schedules["trading_cycle_schedule"]["executionTimezone"] == "America/New_York"
+    sensors = {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]}
+    assert sensors == {"risk_sensor": "RUNNING", "cycle_failure_sensor": "RUNNING", "stale_data_sensor": "RUNNING"}
+    deps = {"/".join(a["assetKey"]["path"]): {"/".join(d["path"]) for d in a["dependencyKeys"]} for a in repo["assetNodes"]}
+    for up, down in zip(CYCLE_ASSETS, CYCLE_ASSETS[1:]):
+        assert up in deps[down]
+    assert "active_models" in deps["predictions"] and "trained_models" in deps["active_models"]
+    assert "risk/kill_switch" in deps
+
+    client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
+    run_id = client.submit_job_execution("trading_cycle_job", tags={"dagster/partition": P1, BOOK_TAG: env.cfg.book})
+    deadline = time.monotonic() + 90
+    status = None
+    while time.monotonic() < deadline:
+        status = client.get_run_status(run_id).value
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(1)
+    assert status == "SUCCESS", f"run {run_id} ended {status}; webserver log:\n{log.read_text()[-4000:]}"
+    cycles = env.store().cycles(env.cfg.book)
+    assert len(cycles) == 1 and str(cycles["cycle_time"].iloc[0]) == "2025-05-01 13:35:00+00:00"

@@ -38,6 +38,16 @@ BAR_INTERVALS = {"1m": 1, "5m": 5, "15m": 15, "60m": 60, "1d": None}
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,15}$")
 
 
+def family_problem(family: str) -> str | None:
+    """Why ``family`` cannot be used (the text of an error), or None if it is supported."""
+    if family.lower() in UNSUPPORTED_FAMILIES:
+        return (f"family {family!r} is unsupported (Keras/PyTorch families are out of scope); "
+                f"use one of {list(SUPPORTED_FAMILIES)}")
+    if family not in SUPPORTED_FAMILIES:
+        return f"unknown model family {family!r}; use one of {list(SUPPORTED_FAMILIES)}"
+    return None
+
+
 def _rng(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False):
     """Field metadata: the value must lie in the interval [lo, hi] (open ends as flagged)."""
     return {"range": (lo, hi, lo_open, hi_open)}
@@ -541,13 +551,9 @@ def _validate_whole(cfg: FoxliveConfig) -> None:
     if not fams:
         raise ConfigError("models.families: at least one family is required")
     for i, fam in enumerate(fams):
-        if fam.lower() in UNSUPPORTED_FAMILIES:
-            raise ConfigError(
-                f"models.families[{i}]: {fam!r} is unsupported (Keras/PyTorch families are out of scope); "
-                f"use one of {list(SUPPORTED_FAMILIES)}"
-            )
-        if fam not in SUPPORTED_FAMILIES:
-            raise ConfigError(f"models.families[{i}]: unknown family {fam!r}; use one of {list(SUPPORTED_FAMILIES)}")
+        problem = family_problem(fam)
+        if problem:
+            raise ConfigError(f"models.families[{i}]: {problem}")
     if len(set(fams)) != len(fams):
         raise ConfigError(f"models.families: each family at most once, got {list(fams)}")
     sim = cfg.market.simulated

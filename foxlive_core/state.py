@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from foxlive_core.errors import StateError
+from foxlive_core.sqlite import immediate_transaction, open_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS book_state (
@@ -165,12 +166,10 @@ class StateStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        # NORMAL survives a killed process (the WAL is in the OS's hands); a power cut may lose the last
+        # cycle, which then runs again with the same client order ids, which the broker's FULL ledger knows.
         # A cycle writes a few MB of buffers: checkpoint the WAL every ~40 MB instead of every 4 MB.
-        self._conn.execute("PRAGMA wal_autocheckpoint=10000")
-        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._conn = open_sqlite(self.path, synchronous="NORMAL", wal_autocheckpoint_pages=10000)
         try:
             self._conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
@@ -179,16 +178,9 @@ class StateStore:
     def close(self) -> None:
         self._conn.close()
 
-    @contextmanager
     def transaction(self):
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error)."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        return immediate_transaction(self._conn)
 
     # ------------------------------------------------------------------ books
 

@@ -38,6 +38,7 @@ from foxlive_core.brokers.protocol import SIDES, Account, Fill, OrderRequest, Or
 from foxlive_core.config import BrokerConfig
 from foxlive_core.data.types import QuoteSnapshot
 from foxlive_core.errors import BrokerError
+from foxlive_core.sqlite import immediate_transaction, open_sqlite
 
 BPS = 1e-4
 BUSY_TIMEOUT_S = 30.0
@@ -184,10 +185,7 @@ class PaperBroker:
         else:
             try:
                 self.db_path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(
-                    self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
+                conn = open_sqlite(self.db_path, timeout_s=BUSY_TIMEOUT_S)
             except (OSError, sqlite3.Error) as exc:
                 raise BrokerError(
                     f"cannot open the paper ledger {str(self.db_path)!r}: {exc}; give a writable SQLite file path",
@@ -199,14 +197,8 @@ class PaperBroker:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction; IMMEDIATE takes the write lock up front so the book read inside stays current."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._lock, immediate_transaction(self._conn) as conn:
+            yield conn
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:

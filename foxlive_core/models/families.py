@@ -15,20 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from foxlive_core.config import SUPPORTED_FAMILIES, UNSUPPORTED_FAMILIES, FoxliveConfig
+from foxlive_core.config import FoxliveConfig, family_problem
 from foxlive_core.errors import ModelError
 
 MODEL_FILES = {"lightgbm": "model.txt", "xgboost": "model.json", "ridge": "model.json"}
 
 
 def check_family(family: str, where: str) -> None:
-    if family.lower() in UNSUPPORTED_FAMILIES:
-        raise ModelError(
-            f"{where}: family {family!r} is unsupported (Keras/PyTorch families are out of scope); "
-            f"retrain with one of {list(SUPPORTED_FAMILIES)}"
-        )
-    if family not in SUPPORTED_FAMILIES:
-        raise ModelError(f"{where}: unknown model family {family!r}; supported are {list(SUPPORTED_FAMILIES)}")
+    problem = family_problem(family)
+    if problem:
+        raise ModelError(f"{where}: {problem}, and retrain")
 
 
 @dataclass

@@ -48,7 +48,7 @@ def test_a_changed_yaml_value_reaches_the_config(make_config):
         ({"market": {"bar_interval": "7m"}}, "market.bar_interval: '7m' is not allowed"),
         ({"market": {"calendar": "NOPE"}}, "market.calendar: 'NOPE' is not an exchange-calendars code"),
         ({"models": {"families": ["lightgbm", "keras"]}}, "'keras' is unsupported"),
-        ({"models": {"families": ["catboost"]}}, "unknown family 'catboost'"),
+        ({"models": {"families": ["catboost"]}}, "unknown model family 'catboost'"),
         ({"horizons": [{"name": "5m", "minutes": 5, "temperature": 0.0}]}, "horizons[0].temperature: 0 is out of range"),
         ({"horizons": [{"name": "7m", "minutes": 7}]}, "not a whole number of 5-minute bars"),
         ({"horizons": [{"name": "x", "minutes": 5, "sessions": 1}]}, "give exactly one of 'minutes' or 'sessions'"),

@@ -58,14 +58,19 @@ def build_schedules(cfg: FoxliveConfig) -> list:
         cron_schedule="30 16 * * 1-5",
         execution_timezone=cal.tz,
         default_status=dg.DefaultScheduleStatus.STOPPED,
-        description="The live book's end-of-day report after the close (half days included). It runs while the "
-        "book is halted too: the report (it says whether the book closed halted) is what the operator reviews.",
+        description="The live book's end-of-day report after the close (half days included); skips while the book "
+        "is halted, like every schedule (materialise the report by hand to review a halted day).",
     )
-    def end_of_day_schedule(context: dg.ScheduleEvaluationContext):
+    def end_of_day_schedule(context: dg.ScheduleEvaluationContext, foxlive: FoxliveConfigResource,
+                            state: StateStoreResource):
+        cfg = foxlive.get()
         tick = pd.Timestamp(context.scheduled_execution_time)
         day = tick.tz_convert(cal.tz).normalize()
         if cal.sessions(day.tz_convert("UTC"), (day + pd.Timedelta(hours=23)).tz_convert("UTC")).empty:
             return dg.SkipReason(f"{day.date()} is not a session of {cal.code}")
+        reason = _halted(cfg, state)
+        if reason:
+            return dg.SkipReason(f"book {cfg.book!r} is halted: {reason}; the report waits for a resume")
         return dg.RunRequest(run_key=f"eod:{day.date()}", partition_key=day.strftime("%Y-%m-%d"))
 
     @dg.schedule(

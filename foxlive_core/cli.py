@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import sys
 import time as _time
 

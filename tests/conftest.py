@@ -68,7 +68,6 @@ def small_run(tmp_path_factory):
 @pytest.fixture
 def engine_home(small_run, tmp_path):
     """make(overrides=None) -> TradingEngine on a fresh home whose models are the small run's."""
-    import dataclasses
     import shutil
 
     from foxlive_core.engine import TradingEngine

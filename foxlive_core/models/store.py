@@ -29,7 +29,7 @@ import numpy as np
 from foxlive_core.config import FoxliveConfig
 from foxlive_core.errors import ModelError
 from foxlive_core.features import FEATURE_NAMES
-from foxlive_core.models.families import FittedModel, check_family, load
+from foxlive_core.models.families import check_family, load
 
 BARRIER_KINDS = ("barrier_peak", "barrier_valley")
 ACTIVE_FILE = "active.json"

@@ -117,10 +117,8 @@ def build_cycle_assets(partitions_def: dg.PartitionsDefinition) -> list:
         )
 
     @dg.asset(deps=["active_models"], **common)
-    def predictions(context: dg.AssetExecutionContext, features: dict, foxlive: FoxliveConfigResource,
-                    models: ModelStoreResource):
+    def predictions(context: dg.AssetExecutionContext, features: dict, models: ModelStoreResource):
         """Raw predictions of every (horizon, family) model and the barrier probabilities, per cycle and symbol."""
-        cfg = foxlive.get()
         model_set = models.active()
         X = features["values"]
         C, N, F = X.shape

@@ -174,7 +174,9 @@ class TradingEngine:
         self.info = model_info(models, cfg)
         self.store = store
         self.symbols = tuple(symbols or cfg.symbols)
-        unknown = [s for s in self.symbols if s not in set(market.symbols)]
+        self._column = {s: i for i, s in enumerate(self.symbols)}
+        served = set(market.symbols)
+        unknown = [s for s in self.symbols if s not in served]
         if unknown:
             raise DataError(f"symbol(s) {unknown[:10]} are not served by the market data source; fix config/symbols.yaml")
         self.history_bars = cfg.engine.history_bars
@@ -347,15 +349,14 @@ class TradingEngine:
         mid = inputs.quotes.mid
         last_close = inputs.close[-1]
         mark = np.where(np.isfinite(mid) & (mid > 0), mid, np.where(np.isfinite(last_close), last_close, avg))
-        held_elsewhere = sum(q * p for s, (q, p) in state.positions.items() if s not in set(self.symbols))
+        held_elsewhere = sum(q * p for s, (q, p) in state.positions.items() if s not in self._column)
         value = state.cash + float(np.sum(qty * mark)) + held_elsewhere
         return Portfolio(cash=state.cash, quantity=qty, mark=mark, value=value)
 
     def _apply_fills(self, state: BookState, results: list[OrderResult], decision: Decision) -> None:
         """Post fills to the book's ledger; a rejected order turns its symbol's decision into BLOCKED."""
-        index = {s: i for i, s in enumerate(self.symbols)}
         for r in results:
-            i = index[r.symbol]
+            i = self._column[r.symbol]
             if r.fill is None:
                 decision.decision[i] = BLOCKED
                 decision.reason[i] = f"broker_{r.reject_reason}"

@@ -277,15 +277,14 @@ def cmd_explain(cfg, args) -> int:
 
 def cmd_demo(cfg, args) -> int:
     from foxlive_core.models.training import train_models
-    from foxlive_core.runtime import make_market, session_bounds
+    from foxlive_core.runtime import demo_window, make_market
     from foxlive_core.engine import TradingEngine
     from foxlive_core.models.store import ModelStore
     from foxlive_core.state import StateStore
 
     symbols = cfg.symbols[: args.symbols] if args.symbols else cfg.symbols
     market = make_market(cfg, symbols)
-    end = min(pd.Timestamp.now(tz="UTC"), market.last_time)
-    start, end = session_bounds(market, end, args.sessions)
+    start, end = demo_window(cfg, market, args.sessions)
     print(f"foxlive demo: {len(symbols)} symbols, {cfg.market.bar_interval} bars on {cfg.market.calendar}, state in {cfg.home}")
     print(f"1/3 training on {cfg.models.training.sessions} sessions before {start} ...", flush=True)
     result = train_models(cfg, market, start - pd.Timedelta(seconds=1), symbols=symbols, progress=not args.quiet)

@@ -12,12 +12,17 @@ import pandas as pd
 from foxlive_core.config import FoxliveConfig
 from foxlive_core.data.protocol import MarketData
 from foxlive_core.engine import TradingEngine
+from foxlive_core.errors import DataError
 from foxlive_core.models.store import ModelStore
 from foxlive_core.state import StateStore
 
 
-def make_market(cfg: FoxliveConfig, symbols=None) -> MarketData:
-    """The configured market-data source over ``symbols`` (default: the configured universe)."""
+def make_market(cfg: FoxliveConfig, symbols=None, clock=None) -> MarketData:
+    """The configured market-data source over ``symbols`` (default: the configured universe).
+
+    ``clock`` is the simulated market's "now" (see :class:`~foxlive_core.data.simulated.SimulatedMarket`;
+    default the wall clock); a historical source serves what its files hold.
+    """
     symbols = tuple(symbols or cfg.symbols)
     if cfg.market.source == "historical":
         from foxlive_core.data.historical import HistoricalMarket
@@ -25,7 +30,7 @@ def make_market(cfg: FoxliveConfig, symbols=None) -> MarketData:
         return HistoricalMarket(cfg.market.historical.path, cfg.market, symbols)
     from foxlive_core.data.simulated import SimulatedMarket
 
-    return SimulatedMarket(symbols, cfg.market)
+    return SimulatedMarket(symbols, cfg.market, clock=clock)
 
 
 def open_engine(cfg: FoxliveConfig, market: MarketData | None = None, run_id: str | None = None, symbols=None) -> TradingEngine:
@@ -44,6 +49,26 @@ def session_bounds(market: MarketData, end, sessions: int) -> tuple[pd.Timestamp
     frame = frame[frame["close"] <= end].iloc[-sessions:]
     first = cal.bar_times(frame["open"].iloc[0], frame["close"].iloc[0])[0]
     return first, frame["close"].iloc[-1]
+
+
+def demo_window(cfg: FoxliveConfig, market: MarketData, sessions: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(first bar, last bar) the demo replays: the ``sessions`` sessions right after the market's first
+    ``models.training.sessions`` sessions, on which it trains.
+
+    Anchored at the market's start, never at today's date, so the demo gives the same
+    figures whenever it is run.
+    """
+    need = cfg.models.training.sessions + sessions
+    first = market.first_time
+    frame = market.calendar.sessions(first, first + pd.Timedelta(days=3 * need + 14))
+    frame = frame[frame["close"] >= first]
+    end = frame["close"].iloc[need - 1] if len(frame) >= need else None
+    if end is None or end > market.last_time:
+        raise DataError(
+            f"the demo trains on {cfg.models.training.sessions} sessions and replays {sessions} from the market's "
+            f"first bar {first}, but the market ends at {market.last_time}; replay fewer sessions (--sessions)"
+        )
+    return session_bounds(market, end, sessions)
 
 
 def performance(cycles: pd.DataFrame, starting_cash: float, bars_per_year: float) -> dict:

@@ -15,7 +15,7 @@ import dagster as dg
 import pandas as pd
 
 from foxlive_core.config import DEFAULT_CONFIG_PATH, FoxliveConfig
-from foxlive_core.runtime import make_market, session_bounds
+from foxlive_core.runtime import demo_window, make_market
 from foxlive_dagster.partitions import partition_key_for_bar
 
 DAGSTER_YAML_TEMPLATE = DEFAULT_CONFIG_PATH.parent / "dagster" / "dagster.yaml"
@@ -47,8 +47,7 @@ def run_demo(cfg: FoxliveConfig, args) -> int:
     os.environ["FOXLIVE_HOME"] = str(cfg.home)
     os.environ["FOXLIVE_CONFIG"] = cfg.source_path
     market = make_market(cfg)
-    end = min(pd.Timestamp.now(tz="UTC"), market.last_time)
-    start, end = session_bounds(market, end, args.sessions)
+    start, end = demo_window(cfg, market, args.sessions)
     defs = build_definitions(cfg.source_path, str(cfg.home))
     instance = dg.DagsterInstance.get()
     print(f"foxlive demo: {len(cfg.symbols)} symbols, {cfg.market.bar_interval} bars on {cfg.market.calendar}")

@@ -100,7 +100,7 @@ BETA_RANGE = (0.5, 1.5)
 IDIO_LEVEL_DISPERSION = 0.3  # sd of log idiosyncratic vol level across symbols
 ADV_SESSIONS = 20  # sessions averaged by adv()
 QUOTE_SIZE_LOTS = (1, 50)  # displayed sizes: 100 to 5,000 shares in round lots
-ROUND_THE_CLOCK_HORIZON_DAYS = 366  # 24/7 calendars have no last session: serve up to a year ahead
+ROUND_THE_CLOCK_HORIZON_DAYS = 366  # 24/7 calendars have no last session: lay out sessions a year past the clock
 
 _STATIC_STREAM = 0
 _SESSION_STREAM = 1
@@ -194,6 +194,16 @@ def check_served(
         )
 
 
+def _as_clock(clock):
+    """A no-argument callable giving "now" as a UTC Timestamp (wall clock by default; a fixed time stays fixed)."""
+    if clock is None:
+        return lambda: pd.Timestamp.now(tz="UTC")
+    if callable(clock):
+        return lambda: to_utc(clock())
+    fixed = to_utc(clock)
+    return lambda: fixed
+
+
 # --------------------------------------------------------------------------- the market
 
 
@@ -218,14 +228,17 @@ class SimulatedMarket:
         Calendar, bar interval and ``market.simulated`` parameters.
     cache_sessions : int
         Generated sessions kept in memory (LRU), at least 2.
+    clock : callable returning a timezone-aware time, or a fixed time, optional
+        "Now" for the market: no bar that closes after it is ever served.
+        Default: the wall clock, read at every request (a live process sees
+        each new bar as it closes). Tests and reproducible runs pass a fixed time.
 
     ``first_time`` is the first bar close of the start session (the first
-    session on or after ``simulated.start``); ``last_time`` is the last bar
-    close of the calendar's last available session (exchange-calendars builds
-    calendars about a year ahead), or a year ahead of today for 24/7 calendars.
+    session on or after ``simulated.start``); ``last_time`` is the newest bar
+    that has closed by the clock. The values of a bar never depend on the clock.
     """
 
-    def __init__(self, symbols: Sequence[str], market: MarketConfig, cache_sessions: int = 8) -> None:
+    def __init__(self, symbols: Sequence[str], market: MarketConfig, cache_sessions: int = 8, clock=None) -> None:
         syms = tuple(symbols)
         if not syms:
             raise ConfigError("SimulatedMarket needs at least one symbol; pass the universe (config/symbols.yaml)")
@@ -240,6 +253,7 @@ class SimulatedMarket:
         self.calendar = calendar_for(market)
         self._cache_sessions = cache_sessions
         self._lock = threading.RLock()
+        self._clock = _as_clock(clock)
 
         # per-bar parameters, given per 5-minute bar, scaled to the bar interval
         bar_minutes = market.interval_minutes or regular_session_minutes(market.calendar)
@@ -272,15 +286,16 @@ class SimulatedMarket:
         if start_date.tzinfo is not None:
             start_date = start_date.tz_convert("UTC").tz_localize(None)
         start_date = start_date.normalize()
+        now = self._clock()
         if cal.code in ROUND_THE_CLOCK:
-            horizon = pd.Timestamp.now(tz="UTC").normalize() + pd.Timedelta(days=ROUND_THE_CLOCK_HORIZON_DAYS)
+            horizon = now.normalize() + pd.Timedelta(days=ROUND_THE_CLOCK_HORIZON_DAYS)
         else:
             horizon = _xcal(cal.code).last_session.tz_localize("UTC") + pd.Timedelta(days=1)
         first_day = start_date.tz_localize("UTC")
-        if first_day >= horizon:
+        if first_day >= min(horizon, now):
             raise ConfigError(
-                f"market.simulated.start: {start_date.date()} is after the calendar's last session "
-                f"({(horizon - pd.Timedelta(days=1)).date()}); choose an earlier start"
+                f"market.simulated.start: {start_date.date()} is not before now ({now}) and the calendar's last "
+                f"session ({(horizon - pd.Timedelta(days=1)).date()}): no bar has closed yet; choose an earlier start"
             )
         table = cal.sessions(first_day, horizon)
         table = table[(table.index >= start_date) & (table["close"] <= horizon)]
@@ -331,7 +346,18 @@ class SimulatedMarket:
 
     @property
     def last_time(self) -> pd.Timestamp:
-        return pd.Timestamp(int(self._last_bar_ns[-1]), tz="UTC")
+        """The newest bar closed by the clock (never a future bar)."""
+        return pd.Timestamp(self._last_closed_ns(), tz="UTC")
+
+    def _last_closed_ns(self) -> int:
+        """Close time (ns) of the newest bar at or before the clock's now; before the first bar, one ns before it."""
+        now_ns = ns_of(self._clock())
+        k = int(np.searchsorted(self._first_bar_ns, now_ns, side="right")) - 1
+        if k < 0:
+            return int(self._first_bar_ns[0]) - 1
+        if self._step_ns == 0 or now_ns >= self._last_bar_ns[k]:
+            return int(self._last_bar_ns[k])
+        return int(self._first_bar_ns[k] + (now_ns - self._first_bar_ns[k]) // self._step_ns * self._step_ns)
 
     # ------------------------------------------------------------------ generation
 
@@ -467,9 +493,9 @@ class SimulatedMarket:
 
     def _check(self, lo_ns: int, hi_ns: int) -> None:
         check_served(
-            self.calendar, lo_ns, hi_ns, int(self._first_bar_ns[0]), int(self._last_bar_ns[-1]),
+            self.calendar, lo_ns, hi_ns, int(self._first_bar_ns[0]), self._last_closed_ns(),
             "simulation",
-            "move market.simulated.start (the simulation ends with the calendar's last session)",
+            "move market.simulated.start (the simulation ends at the newest bar closed by its clock)",
         )
 
     def _collect(self, sessions: range, lo_ns: int, hi_ns: int, cols: np.ndarray, fields: Sequence[str]):

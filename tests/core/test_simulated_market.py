@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
-import exchange_calendars as xc
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,8 +13,8 @@ from scipy.stats import spearmanr
 from foxlive_core.calendar import TradingCalendar
 from foxlive_core.config import HistoricalConfig, MarketConfig, SimulatedConfig
 from foxlive_core.data.protocol import MarketData
-from foxlive_core.data.simulated import SimulatedMarket
-from foxlive_core.errors import DataError
+from foxlive_core.data.simulated import SimulatedMarket as _SimulatedMarket
+from foxlive_core.errors import ConfigError, DataError
 
 UTC = "UTC"
 
@@ -35,6 +35,9 @@ def make_market(bar_interval: str = "5m", calendar: str = "XNYS", **simulated) -
 
 SYMBOLS = [f"S{i:03d}" for i in range(40)]
 T = pd.Timestamp
+# The market's "now": Monday 2026-03-02 11:02 New York time. No test reads the wall clock.
+CLOCK = T("2026-03-02T16:02Z")
+SimulatedMarket = functools.partial(_SimulatedMarket, clock=CLOCK)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +58,24 @@ def assert_panels_equal(a, b):
 def test_first_and_last_time_follow_the_calendar(market):
     assert isinstance(market, MarketData)
     assert market.first_time == T("2025-01-02 14:35", tz=UTC)  # 09:30 ET open + 5 minutes
-    last_session = xc.get_calendar("XNYS").last_session
-    assert market.last_time == xc.get_calendar("XNYS").closes[last_session]
+    assert market.last_time == T("2026-03-02 16:00", tz=UTC)  # the newest bar closed by the clock
+
+
+def test_the_market_never_serves_a_bar_that_has_not_closed():
+    # read once at construction, then once per last_time
+    ticking = iter([T("2026-03-02T16:02Z"), T("2026-03-02T16:02Z"), T("2026-03-02T16:05Z"), T("2026-03-02T23:00Z")])
+    m = _SimulatedMarket(["A"], make_market(), clock=lambda: next(ticking))
+    assert m.last_time == T("2026-03-02 16:00", tz=UTC)
+    assert m.last_time == T("2026-03-02 16:05", tz=UTC)  # the clock moved: the new bar is served
+    assert m.last_time == T("2026-03-02 21:00", tz=UTC)  # after the close: the session's last bar
+    friday = SimulatedMarket(["A"], make_market())
+    with pytest.raises(DataError, match=r"after the simulation's last bar 2026-03-02 16:00"):
+        friday.bars_ending_at(["A"], "2026-03-02T16:05Z", 3)
+    with pytest.raises(DataError, match=r"after the simulation's last bar 2026-03-02 16:00"):
+        friday.quotes(["A"], "2026-03-03T15:00Z")
+    # a start after the clock has no bar to serve
+    with pytest.raises(ConfigError, match=r"market.simulated.start: 2026-03-05 is not before now"):
+        SimulatedMarket(["A"], make_market(start="2026-03-05"))
 
 
 def test_start_on_a_holiday_begins_at_the_next_session():
@@ -81,10 +100,10 @@ def test_bars_window_is_inclusive_and_bars_ending_at_counts(market):
     # a window may start before the first bar when no bar closes in between (e.g. at the open)
     from_open = market.bars(["S001"], "2025-01-02T14:30Z", "2025-01-02T14:50Z")
     assert list(from_open.times) == list(panel.times)
-    # past the calendar's horizon nothing can be promised, not even the night after it
+    # up to the clock's last bar, a window may run on past it when no bar closes in between
+    assert market.bars(["S001"], "2026-03-02T15:55Z", "2026-03-02T16:04Z").shape == (2, 1)
     with pytest.raises(DataError, match="after the simulation's last bar"):
-        market.bars(["S001"], "2027-11-24T20:55Z", "2027-11-25T03:00Z")
-    assert market.bars(["S001"], "2027-11-24T20:55Z", "2027-11-24T21:00Z").shape == (2, 1)
+        market.bars(["S001"], "2026-03-02T15:55Z", "2026-03-02T16:05Z")
     tail = market.bars_ending_at(["S001"], "2025-01-03T14:52Z", 5)
     assert list(tail.times) == [T("2025-01-02 21:00", tz=UTC)] + [T(f"2025-01-03 14:{m}", tz=UTC) for m in (35, 40, 45, 50)]
 
@@ -96,8 +115,8 @@ def test_errors_name_the_problem(market):
         market.bars(["S001"], "2025-01-02 14:35", "2025-01-02T15:00Z")
     with pytest.raises(DataError, match=r"before the simulation's first bar 2025-01-02 14:35"):
         market.bars(["S001"], "2024-12-31T20:00Z", "2025-01-02T15:00Z")
-    with pytest.raises(DataError, match=r"after the simulation's last bar 2027-11-24 21:00"):
-        market.bars(["S001"], "2027-11-24T20:00Z", "2027-11-26T15:00Z")
+    with pytest.raises(DataError, match=r"after the simulation's last bar 2026-03-02 16:00"):
+        market.bars(["S001"], "2026-03-02T15:00Z", "2026-03-04T15:00Z")
     with pytest.raises(DataError, match=r"before the simulation's first bar"):
         market.quotes(["S001"], "2025-01-02T14:34Z")
     with pytest.raises(DataError, match=r"only 3 bars .* 5 asked"):
@@ -216,7 +235,7 @@ def test_round_the_clock_calendar():
     assert m.first_time == T("2025-03-01 01:00", tz=UTC)
     p = m.bars(None, "2025-03-01T01:00Z", "2025-03-03T00:00Z")
     assert p.shape == (48, 2)
-    assert m.last_time > pd.Timestamp.now(tz=UTC) + pd.Timedelta(days=300)
+    assert m.last_time == T("2026-03-02 16:00", tz=UTC)  # on the hour before the clock, weekends included
 
 
 # ------------------------------------------------------------------ planted signals

@@ -7,6 +7,7 @@
     foxlive halt --reason TEXT [--book B] [--operator NAME]
     foxlive resume --operator NAME --reason TEXT [--book B]
     foxlive explain SYMBOL [--book B] [--json]
+    foxlive attribution [--book B] [--json]
     foxlive demo [--symbols N] [--sessions N]
 
 Times are ISO 8601 with a zone (``2025-03-03T15:00:00Z``); a bare date means
@@ -102,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("symbol")
     e.add_argument("--book")
     e.add_argument("--json", action="store_true")
+
+    a = sub.add_parser("attribution", help="stage-by-stage realised IC of a replay: where the models' edge is kept or lost")
+    a.add_argument("--book", default="replay")
+    a.add_argument("--json", action="store_true")
 
     d = sub.add_parser("demo", help="train on simulated history, replay a month of cycles, print the results")
     d.add_argument("--sessions", type=_positive_int, default=21, help="sessions to replay (default 21, about a month)")
@@ -275,6 +280,20 @@ def cmd_explain(cfg, args) -> int:
     return 0
 
 
+def cmd_attribution(cfg, args) -> int:
+    import json
+
+    from foxlive_core.attribution import render
+    from foxlive_core.state import StateStore
+
+    store = StateStore(cfg.state_path)
+    report = store.attribution(args.book)
+    if report is None:
+        raise StateError(f"book {args.book!r} has no signal attribution; replay it first (`foxlive replay --book {args.book} ...`)")
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
 def cmd_demo(cfg, args) -> int:
     from foxlive_core.models.training import train_models
     from foxlive_core.runtime import demo_window, make_market
@@ -309,6 +328,7 @@ COMMANDS = {
     "halt": cmd_halt,
     "resume": cmd_resume,
     "explain": cmd_explain,
+    "attribution": cmd_attribution,
     "demo": cmd_demo,
 }
 

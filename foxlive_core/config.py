@@ -200,6 +200,18 @@ class BlendingConfig:
 
 
 @dataclass(frozen=True)
+class CalibrationConfig:
+    window: int = num(**_rng(1, 10_000))
+    prior_cycles: float = num(**_rng(0.0, lo_open=True))
+    max_slope: float = num(**_rng(0.0, 100.0, lo_open=True))
+
+
+@dataclass(frozen=True)
+class HoldingConfig:
+    exit_rule: str = num(**_choice("horizon_edge", "alpha_sign"))
+
+
+@dataclass(frozen=True)
 class CostsConfig:
     k1_spread: float = num(**_rng(0.0))
     k2_volatility: float = num(**_rng(0.0))
@@ -281,6 +293,8 @@ class FoxliveConfig:
     standardization: StandardizationConfig
     confidence: ConfidenceConfig
     blending: BlendingConfig
+    calibration: CalibrationConfig
+    holding: HoldingConfig
     costs: CostsConfig
     arbitration: ArbitrationConfig
     quote_gate: QuoteGateConfig

@@ -20,6 +20,7 @@ from foxlive_core.data.types import QuoteSnapshot
 from foxlive_core.pipeline.arbitrate import arbitrate, select_horizon
 from foxlive_core.pipeline.barrier_gate import barrier_gate
 from foxlive_core.pipeline.blend import append_scores, blend_weights, horizon_alpha
+from foxlive_core.pipeline.calibration import calibration_slope, calibration_sums
 from foxlive_core.pipeline.confidence import (
     append, append_pairs, capacity, confidence, cross_sectional_ic, freshness, spearman_ic, stability,
 )
@@ -74,6 +75,7 @@ class ModelInfo:
     horizon_bars: np.ndarray  # (H,)
     bps_scale: np.ndarray  # (Fam, H)
     has_barrier: np.ndarray  # (H,)
+    calibration_slope: np.ndarray  # (H,) prior of the online calibration
 
     @property
     def target_std(self) -> np.ndarray:
@@ -87,6 +89,9 @@ def buffer_shapes(cfg: FoxliveConfig, n_fam: int, horizon_bars, n: int) -> dict[
         "z_buffer": ((n_fam, H, n, cfg.standardization.window), 2),
         "calib_err": ((n_fam, H, n, cfg.confidence.stability_window), 2),
         "score_hist": ((H, n, cfg.blending.corr_window, n_fam), 1),
+        "calib_sums": ((H, cfg.calibration.window, 2), None),
+        # the horizon each open position was taken for (NaN: none)
+        "held_horizon": ((n,), 0),
     }
     if cfg.confidence.ic_mode == "time_series":
         shapes["ic_pred"] = ((n_fam, H, n, cfg.confidence.ic_window), 2)
@@ -96,6 +101,7 @@ def buffer_shapes(cfg: FoxliveConfig, n_fam: int, horizon_bars, n: int) -> dict[
     for i, b in enumerate(horizon_bars):
         # Predictions wait h bars for their realised return: a ring of the last h cycles per horizon.
         shapes[f"pending_pred_{i}"] = ((int(b), n_fam, n), 2)
+        shapes[f"pending_alpha_{i}"] = ((int(b), n), 1)
         shapes[f"pending_time_{i}"] = ((int(b),), None)
     return shapes
 
@@ -224,6 +230,7 @@ def decide(
     now_ns = inputs.time.value
     times_ns = inputs.window_times.asi8
     matured = np.full(raw.shape, np.nan)
+    matured_alpha = np.full((H, N), np.nan)
     realised = np.full((H, N), np.nan)
     for i, h in enumerate(bars):
         ring_t, ring_p = buf[f"pending_time_{i}"], buf[f"pending_pred_{i}"]
@@ -231,9 +238,10 @@ def decide(
             slot = np.flatnonzero(ring_t == times_ns[-1 - h])
             if slot.size:
                 matured[:, i, :] = ring_p[slot[-1]]
+                matured_alpha[i] = buf[f"pending_alpha_{i}"][slot[-1]]
                 with np.errstate(invalid="ignore", divide="ignore"):
                     realised[i] = inputs.close[-1] / inputs.close[-1 - h] - 1.0
-        # push this cycle's predictions (oldest dropped)
+        # push this cycle's predictions (oldest dropped); its alpha is pushed once the blend has made it
         buf[f"pending_time_{i}"] = np.concatenate([ring_t[1:], [now_ns]])
         buf[f"pending_pred_{i}"] = np.concatenate([ring_p[1:], raw[None, :, i, :]], axis=0)
     cc = cfg.confidence
@@ -271,7 +279,16 @@ def decide(
         cfg.blending.corr_min_points,
         temperature,
     )
-    alpha = horizon_alpha(calibrated, weights, models.bps_scale)  # (H, N) bps
+    blended = horizon_alpha(calibrated, weights, models.bps_scale)  # (H, N) bps
+    for i in range(H):
+        ring = buf[f"pending_alpha_{i}"]
+        buf[f"pending_alpha_{i}"] = np.concatenate([ring[1:], blended[None, i]], axis=0)
+
+    # 6b. calibrate each horizon's alpha to the moves that followed past alphas
+    ca = cfg.calibration
+    buf["calib_sums"] = append(buf["calib_sums"], calibration_sums(matured_alpha, realised), axis=-2)
+    kappa = calibration_slope(buf["calib_sums"], models.calibration_slope, ca.prior_cycles, ca.max_slope)
+    alpha = kappa[:, None] * blended
 
     # 7. costs and arbitration across horizons
     cw = portfolio.weight
@@ -282,25 +299,37 @@ def decide(
     # The broker's own charges beyond the quote are part of every trade's cost.
     execution_bps = cfg.broker.slippage_bps + cfg.broker.fee_bps
     cost = trading_cost_bps(spread, sigma_h, impact, k.k1_spread, k.k2_volatility, k.k3_impact, execution_bps)
-    arb = arbitrate(alpha, cost, bars, spread, cfg.arbitration.threshold_base_bps, cfg.arbitration.threshold_spread_mult)
+    # A position is resized, flipped or exited on alpha only by its own horizon or a longer one.
+    held = portfolio.quantity != 0
+    horizon_edge = cfg.holding.exit_rule == "horizon_edge"
+    held_h = np.where(held & np.isfinite(buf["held_horizon"]), buf["held_horizon"], -1).astype(np.int64)
+    shortest = held_h if horizon_edge else np.zeros(N, dtype=np.int64)
+    arb = arbitrate(alpha, cost, bars, spread, cfg.arbitration.threshold_base_bps, cfg.arbitration.threshold_spread_mult,
+                    shortest)
     best = arb.best
     alpha_best = select_horizon(alpha, best)
     sigma_best_bps = select_horizon(sigma_h, best) * 1e4
+    # The alpha exit: the chosen horizon's sign (PIPELINE's rule), or the held horizon's edge net of the exit's cost.
+    if horizon_edge:
+        exit_alpha = np.where(held_h >= 0, select_horizon(alpha, held_h), alpha_best)
+        exit_margin = np.where(held_h >= 0, select_horizon(cost, held_h), 0.0)
+    else:
+        exit_alpha, exit_margin = alpha_best, np.zeros(N)
 
     # 8. barrier gate at the chosen horizon
     p_peak = select_horizon(inputs.barrier_prob[:, 0, :], best)
     p_valley = select_horizon(inputs.barrier_prob[:, 1, :], best)
     bg = cfg.barrier_gate
     gate = barrier_gate(
-        p_peak, p_valley, arb.direction, np.sign(portfolio.quantity), alpha_best,
+        p_peak, p_valley, arb.direction, np.sign(portfolio.quantity), exit_alpha,
         bg.g_min, bg.gamma, bg.delta, bg.block_long_p_peak, bg.block_short_p_valley,
         bg.exit_long_p_peak, bg.exit_short_p_valley, bg.when_missing, bg.fallback_p_peak, bg.fallback_p_valley,
+        exit_margin,
     )
 
     # 9. size. A symbol can act only with a valid quote and features.
     usable = qg.ok & inputs.features_valid
     enter = usable & arb.passes & (arb.direction != 0) & ~gate.entry_blocked
-    held = portfolio.quantity != 0
     exit_ = usable & held & gate.exit & ~enter
     sz = cfg.sizing
     sized = target_weights(
@@ -343,6 +372,10 @@ def decide(
         (hold_reason != "", hold_reason),
     )
     reason = np.where(reason == "", "hold", reason).astype(object)
+    increases = (np.abs(final) > np.abs(cw)) | (np.sign(final) * np.sign(cw) < 0)
+    # A trade that opens, adds to or flips a position takes the horizon it was chosen for.
+    horizon_after = np.where(trading & increases, best, held_h)
+    buf["held_horizon"] = np.where((portfolio.quantity + shares != 0) & (horizon_after >= 0), horizon_after, np.nan)
     blocked = ~qg.ok | (inputs.features_valid & (~risk.allowed | (~trading & barrier_blocked)))
     decision = np.where(trading, TRADE, np.where(blocked, BLOCKED, HOLD)).astype(object)
 
@@ -356,6 +389,8 @@ def decide(
         "confidence": conf,
         "calibrated": calibrated,
         "blend_weights": weights,
+        "blended_bps": blended,
+        "calibration_slope": kappa,
         "alpha_bps": alpha,
         "sigma_h_bps": sigma_h * 1e4,
         "impact_bps": impact,
@@ -381,6 +416,7 @@ def decide(
         "sizing_reason": sized.reason,
         "gross_scale": np.full(N, sized.gross_scale),
         "current_weight": cw,
+        "held_horizon": held_h,
         "target_weight": final,
         "risk_allowed": risk.allowed,
         "risk_reason": risk.reason,

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
+from foxlive_core.attribution import SignalAttribution
 from foxlive_core.brokers.paper import PaperBroker
 from foxlive_core.brokers.protocol import OrderRequest, OrderResult
 from foxlive_core.calendar import to_utc
@@ -55,6 +56,7 @@ def model_info(models: ModelSet, cfg: FoxliveConfig) -> ModelInfo:
         horizon_bars=np.array(cfg.horizon_bars(), dtype=np.int64),
         bps_scale=models.bps_scale,
         has_barrier=models.has_barrier(),
+        calibration_slope=models.calibration_slope,
     )
 
 
@@ -461,6 +463,7 @@ class TradingEngine:
 
             inputs = tqdm(inputs, total=total, desc=f"replay {book}", unit="cycle")
         results = []
+        attribution = SignalAttribution(self.info.horizons, self.info.horizon_bars, self.info.families)
         with self.store.locked(book):
             for inp in inputs:
                 state = self.store.load(book)
@@ -468,9 +471,22 @@ class TradingEngine:
                     continue
                 result = self._cycle(book, inp.time, state, inp)
                 results.append(result)
+                self._attribute(attribution, result)
                 if on_cycle is not None:
                     on_cycle(result)
+            self.store.save_attribution(book, attribution.report())
         return results
+
+    def _attribute(self, attribution: SignalAttribution, result: CycleResult) -> None:
+        """Feed one cycle's stage outputs and fills to the replay's signal attribution."""
+        tr = result.decision.trace
+        cur, tgt = tr["current_weight"], result.decision.target_weight
+        traded = result.decision.shares != 0
+        entering = traded & ((np.abs(tgt) > np.abs(cur)) | (np.sign(tgt) * np.sign(cur) < 0))
+        fills = [(self._column[r.symbol], r.fill.signed_quantity, r.fill.price, r.fill.fee)
+                 for r in result.results if r.fill is not None]
+        attribution.update(tr["raw_pred"], tr["zscore"], tr["calibrated"], tr["alpha_bps"], tr["best_horizon"],
+                           tgt, tr["price"], fills, entering)
 
     def batch_inputs(self, times: pd.DatetimeIndex, chunk_sessions: int = 5):
         """Yield the CycleInputs of each time, loading bars, features and predictions a few sessions at a time."""

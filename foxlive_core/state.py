@@ -86,6 +86,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS last_traces (
     book TEXT PRIMARY KEY, cycle_time TEXT NOT NULL, data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS attribution (
+    book TEXT PRIMARY KEY, saved_at TEXT NOT NULL, report TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS book_locks (
     book TEXT PRIMARY KEY, owner TEXT NOT NULL, acquired_at TEXT NOT NULL, expires_at TEXT NOT NULL
 );
@@ -204,7 +207,7 @@ class StateStore:
         """Remove every row of ``book`` (replay books are rebuilt from scratch)."""
         with self.transaction() as c:
             for table in ("book_state", "book_positions", "book_arrays", "cycles", "decisions", "orders", "events",
-                          "last_traces", "book_locks"):
+                          "last_traces", "attribution", "book_locks"):
                 c.execute(f"DELETE FROM {table} WHERE book=?", (book,))
 
     def load(self, book: str) -> BookState:
@@ -421,3 +424,15 @@ class StateStore:
         if book is None:
             return pd.read_sql_query("SELECT * FROM events ORDER BY id", self._conn)
         return pd.read_sql_query("SELECT * FROM events WHERE book=? ORDER BY id", self._conn, params=(book,))
+
+    # ------------------------------------------------------------------ signal attribution
+
+    def save_attribution(self, book: str, report: dict) -> None:
+        """Keep the signal attribution of ``book``'s latest replay (foxlive_core.attribution)."""
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO attribution (book, saved_at, report) VALUES (?, ?, ?)",
+                      (book, utcnow().isoformat(), json.dumps(report)))
+
+    def attribution(self, book: str) -> dict | None:
+        row = self._conn.execute("SELECT report FROM attribution WHERE book=?", (book,)).fetchone()
+        return json.loads(row[0]) if row else None

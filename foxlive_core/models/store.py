@@ -77,6 +77,9 @@ class ModelSet:
     target_std : ndarray (Fam, H)
         The same scale as a decimal return (used to standardise calibration errors).
     metas : dict path-key -> model_meta.json content
+    calibration_slope : ndarray (H,)
+        Slope of the realised move on each horizon's alpha, fitted on the validation
+        rows (the prior of foxlive_core.pipeline.calibration); 1 for runs that predate it.
     """
 
     run_id: str
@@ -87,6 +90,11 @@ class ModelSet:
     barrier_models: dict
     bps_scale: np.ndarray
     metas: dict = field(default_factory=dict)
+    calibration_slope: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.calibration_slope is None:
+            self.calibration_slope = np.ones(len(self.horizons))
 
     @property
     def target_std(self) -> np.ndarray:
@@ -189,7 +197,9 @@ class ModelStore:
                     model, meta = self._load_one(run_dir / h / kind, listed[(h, kind)], cfg, h, bars[h], kind)
                     barrier_models[(h, kind)] = model
                     metas[f"{h}/{kind}"] = meta
-        return ModelSet(run_id, horizons, families, FEATURE_NAMES, return_models, barrier_models, scale, metas)
+        fitted = manifest.get("calibration", {})
+        slope = np.array([float(fitted.get(h, {}).get("slope", 1.0)) for h in horizons])
+        return ModelSet(run_id, horizons, families, FEATURE_NAMES, return_models, barrier_models, scale, metas, slope)
 
     @staticmethod
     def _load_one(directory: Path, listed: dict, cfg: FoxliveConfig, horizon: str, bars: int, kind: str):

@@ -171,6 +171,7 @@ def train_models(
     times = panel.times
     tasks = [(h, kind) for h in cfg.horizons for kind in (*cfg.models.families, *BARRIER_KINDS)]
     entries = []
+    calibration = {}
     rng = np.random.default_rng(tcfg.seed)
     try:
         bar = tqdm(tasks, desc="training", unit="model", disable=not progress)
@@ -186,6 +187,7 @@ def train_models(
                 )
             is_train = (t_grid < train_end) & valid_x
             is_val = (t_grid >= split) & valid_x
+            validation = {}  # family -> (validation rows, predictions, mean per-bar rank IC, bps scale)
             for kind in (*cfg.models.families, *BARRIER_KINDS):
                 bar.set_postfix_str(f"{h_cfg.name}/{kind}")
                 target = {"barrier_peak": peak, "barrier_valley": valley}.get(kind, y_ret)
@@ -256,7 +258,10 @@ def train_models(
                         "top_features": list(meta["feature_importance"])[:10],
                     }
                 )
+                if objective == "regression":
+                    validation[kind] = (va_idx, pred, metrics["mean_bar_rank_ic"], meta["bps_scale"])
                 bar.update(1)
+            calibration[h_cfg.name] = fit_calibration(cfg, h_cfg.temperature, validation, y_ret.reshape(T * N), N)
         bar.close()
         manifest = {
             "run_id": run_id,
@@ -273,6 +278,7 @@ def train_models(
             "validation_start": times[split].isoformat(),
             "feature_list": list(FEATURE_NAMES),
             "package_versions": versions,
+            "calibration": calibration,
             "models": entries,
         }
         write_json_atomic(tmp_dir / "manifest.json", manifest)
@@ -283,6 +289,53 @@ def train_models(
     if activate:
         store.activate(run_id, by=activated_by, reason="new training run", cfg=cfg)
     return TrainingResult(run_id, final_dir, manifest)
+
+
+def fit_calibration(cfg: FoxliveConfig, temperature: float, validation: dict, y: np.ndarray, n_symbols: int) -> dict:
+    """The prior slope kappa0 of one horizon (foxlive_core.pipeline.calibration), fitted on the validation rows.
+
+    The pipeline's alpha is rebuilt on those rows as a cycle would make it, with
+    what is known at training: each family's cross-sectional z-score, its
+    confidence max(rank IC, floor) x the stability warm-up (freshness and
+    capacity 1), blend weights from mu = max(IC - cost_share / 2, 0.01) with the
+    identity correlation and the horizon's temperature, times the family's bps
+    scale. kappa0 is the OLS slope through the origin of the realised move
+    (bps, less its mean across symbols at each bar) on that alpha.
+
+    ``validation`` maps family -> (flat row indices into the (T, N) grid,
+    predictions, mean per-bar rank IC, bps scale); ``y`` is the flat forward return.
+    """
+    from foxlive_core.pipeline.blend import apply_temperature, ridge_weights
+    from foxlive_core.pipeline.standardize import zscore_cross_sectional
+
+    families = list(validation)
+    rows = validation[families[0]][0]
+    bars, cols = np.unique(rows // n_symbols, return_inverse=True)
+    grid = np.full((len(families), len(bars), n_symbols), np.nan)
+    for f, fam in enumerate(families):
+        idx, pred, _, _ = validation[fam]
+        grid[f, np.searchsorted(bars, idx // n_symbols), idx % n_symbols] = pred
+    sc, cc, bc = cfg.standardization, cfg.confidence, cfg.blending
+    z = zscore_cross_sectional(grid, sc.min_samples, sc.clip)
+    ic = np.array([max(validation[fam][2], cc.ic_floor) for fam in families])
+    mu = np.fmax(ic - 0.5 * bc.cost_share, 0.01)
+    w = apply_temperature(ridge_weights(mu, np.eye(len(families)), bc.ridge_lambda), temperature)
+    scale = np.array([validation[fam][3] for fam in families])
+    alpha = np.einsum("f,ftn->tn", w * ic * cc.stability_warmup * scale, z)
+    real = np.full((len(bars), n_symbols), np.nan)
+    real[np.searchsorted(bars, rows // n_symbols), rows % n_symbols] = y[rows] * 1e4
+    ok = np.isfinite(alpha) & np.isfinite(real)
+    count = ok.sum(axis=1, keepdims=True)
+    real = real - np.divide(np.where(ok, real, 0.0).sum(axis=1, keepdims=True), count, out=np.zeros(count.shape),
+                            where=count > 0)
+    x, yy = alpha[ok], real[ok]
+    sxx = float(x @ x)
+    if len(x) < 3 or sxx <= 0:
+        return {"slope": 1.0, "slope_se": None, "pairs": int(len(x)), "fitted": False}
+    slope = float(x @ yy) / sxx
+    resid = yy - slope * x
+    return {"slope": slope, "slope_se": float(np.sqrt(resid @ resid / (len(x) - 1) / sxx)), "pairs": int(len(x)),
+            "fitted": True}
 
 
 def _subsample(idx: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:

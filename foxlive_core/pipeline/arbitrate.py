@@ -77,6 +77,7 @@ def arbitrate(
     spread_bps: np.ndarray,
     threshold_base: float = 2.0,
     threshold_spread_mult: float = 0.5,
+    shortest_horizon=None,
 ) -> ArbitrationResult:
     """Choose the horizon and direction of every symbol and test it against the threshold.
 
@@ -94,6 +95,10 @@ def arbitrate(
         Quoted spread, bps; a NaN spread gives a NaN threshold, which never passes.
     threshold_base, threshold_spread_mult : float
         ``theta = threshold_base + threshold_spread_mult * spread_bps``.
+    shortest_horizon : ndarray, shape (N,), int, optional
+        Index of the shortest horizon each symbol may choose (a held position
+        is judged only by its own horizon or longer ones); the others' scores
+        are NaN. None or -1: every horizon.
 
     Returns
     -------
@@ -111,6 +116,9 @@ def arbitrate(
 
     net = np.abs(alpha) - cost
     score = net / np.sqrt(bars / bars.min())[:, None]
+    if shortest_horizon is not None:
+        allowed = np.arange(len(bars))[:, None] >= np.asarray(shortest_horizon)[None, :]
+        score = np.where(allowed, score, np.nan)
     finite = np.isfinite(score)
     # argmax returns the first maximum, so ties go to the shortest horizon.
     best = np.argmax(np.where(finite, score, -np.inf), axis=0)

@@ -64,6 +64,7 @@ def barrier_gate(
     missing: str = "fallback",
     fallback_p_peak: float = 0.3,
     fallback_p_valley: float = 0.3,
+    exit_margin_bps=0.0,
 ) -> BarrierGateResult:
     """Gate, entry blocks and exits of every symbol.
 
@@ -79,8 +80,9 @@ def barrier_gate(
         Sign of the existing position (any signed position size works: only its
         sign is used); 0 or NaN for none.
     alpha_bps : ndarray, shape (N,)
-        Alpha of the chosen horizon, bps; a long is exited when it is < 0, a
-        short when it is > 0. NaN never triggers an alpha exit.
+        Alpha that judges an existing position, bps (the chosen horizon's, or
+        the position's own); a long is exited when it is < -exit_margin_bps, a
+        short when it is > exit_margin_bps. NaN never triggers an alpha exit.
     g_min, gamma, delta : float
         Gate floor and exponents.
     block_long_p_peak, block_short_p_valley : float
@@ -93,6 +95,12 @@ def barrier_gate(
         never blocks or exits on barriers (alpha exits still apply).
     fallback_p_peak, fallback_p_valley : float
         Stand-in probabilities for ``missing='fallback'``.
+
+    exit_margin_bps : float or ndarray, shape (N,)
+        A long is exited on alpha only when alpha < -margin, a short when
+        alpha > margin (0: PIPELINE's sign rule; the engine passes the cost of
+        the exit, so a position is kept while closing it would cost more than
+        the loss its alpha expects).
 
     Returns
     -------
@@ -130,9 +138,10 @@ def barrier_gate(
     blocks_long = informed & (dirn > 0) & (pp > block_long_p_peak)
     blocks_short = informed & short & (pv > block_short_p_valley)
     long_barrier = informed & (pos > 0) & (pp > exit_long_p_peak)
-    long_alpha = (pos > 0) & (alpha < 0)
+    margin = np.asarray(exit_margin_bps, dtype=np.float64)
+    long_alpha = (pos > 0) & (alpha < -margin)
     short_barrier = informed & (pos < 0) & (pv > exit_short_p_valley)
-    short_alpha = (pos < 0) & (alpha > 0)
+    short_alpha = (pos < 0) & (alpha > margin)
 
     conds = [long_barrier, long_alpha, short_barrier, short_alpha, blocks_long, blocks_short]
     names = ["exit_long_barrier", "exit_long_alpha", "exit_short_barrier", "exit_short_alpha",

@@ -22,12 +22,17 @@ def bar_times(engine, start, n):
     return engine.market.calendar.bar_times(start, start + pd.Timedelta(days=10))[:n]
 
 
+# Lower entry hurdles, so that the few cycles of the equality tests trade (the defaults trade rarely by design).
+ACTIVE = {"arbitration": {"threshold_base_bps": 0.0, "threshold_spread_mult": 0.0}, "costs": {"k2_volatility": 0.0},
+          "broker": {"slippage_bps": 0.0, "fee_bps": 0.0}}
+
+
 def test_live_cycles_equal_a_batched_replay(engine_home):
-    engine = engine_home()
-    times = bar_times(engine, DAY1, 40)
+    engine = engine_home(ACTIVE)
+    times = bar_times(engine, DAY1, 60)
     live = [engine.run_cycle("live_check", t) for t in times]
     replay = engine.replay("replay", times[0], times[-1], chunk_sessions=1)
-    assert len(replay) == len(live) == 40
+    assert len(replay) == len(live) == 60
     for a, b in zip(live, replay):
         assert a.time == b.time
         assert a.portfolio_value == b.portfolio_value

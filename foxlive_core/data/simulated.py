@@ -434,6 +434,11 @@ class SimulatedMarket:
         dollars = np.where(observed, close * volume, 0.0).sum(axis=0)
         dollar_volume = np.where(observed.any(axis=0), dollars, np.nan)
         fields["bid_size"], fields["ask_size"] = sizes[0], sizes[1]
+        # The planted components' hidden state at each bar (for the oracle; never shown to the models):
+        # the last three idiosyncratic returns and the session's drift, in log-return per bar.
+        history = np.vstack([e3[None], e2[None], e1[None], idio])
+        fields["idio_lag0"], fields["idio_lag1"], fields["idio_lag2"] = history[3:], history[2:-1], history[1:-2]
+        fields["drift_per_bar"] = np.broadcast_to(self._drift_per_bar * drift, (n, n_sym)).copy()
 
         idio_history = np.vstack([e3[None], e2[None], e1[None], idio])  # oldest first
         end_state = np.empty_like(state)
@@ -566,6 +571,34 @@ class SimulatedMarket:
                 f"and {pd.Timestamp(end_ns, tz='UTC')}, {count} asked; ask for fewer bars or a later end"
             )
         return BarPanel(ns_index(times), syms, *(data[f] for f in _PANEL_FIELDS))
+
+    def planted_expected_return(self, symbols, start, end, horizon_bars) -> np.ndarray:
+        """What an oracle knowing the planted components expects of the return over each horizon.
+
+        At each bar t with close in [start, end]: the expected sum of the next h
+        bars' idiosyncratic log returns under the reversal recursion
+        E[e_{t+k}] = -rho (E[e_{t+k-1}] + E[e_{t+k-2}] + E[e_{t+k-3}]) from the
+        three known last ones, plus h times the session's drift per bar (as if
+        the drift held for h bars; it decays by DRIFT_PERSISTENCE per session).
+        The market factor and fresh shocks have mean 0. Missing bars are NaN.
+
+        Returns
+        -------
+        ndarray, shape (H, T, N): expected log return over each horizon, decimal.
+        """
+        _, _, data = self._window(symbols, start, end, ("close", "idio_lag0", "idio_lag1", "idio_lag2", "drift_per_bar"))
+        bars = np.asarray(horizon_bars, dtype=np.int64)
+        rho = self._sim.reversal_strength
+        e0, e1, e2 = data["idio_lag0"], data["idio_lag1"], data["idio_lag2"]
+        total = np.zeros_like(e0)
+        out = np.empty((len(bars), *e0.shape))
+        for k in range(1, int(bars.max()) + 1):
+            nxt = -rho * (e0 + e1 + e2)
+            e0, e1, e2 = nxt, e0, e1
+            total = total + nxt
+            for i in np.flatnonzero(bars == k):
+                out[i] = total + k * data["drift_per_bar"]
+        return np.where(np.isfinite(data["close"])[None], out, np.nan)
 
     def spread_bps(self, symbols, start, end) -> np.ndarray:
         """Quoted spread in bps of each bar with close in [start, end], shape (T, N); NaN where missing."""

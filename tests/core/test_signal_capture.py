@@ -1,0 +1,192 @@
+"""Keeping the models' edge: attribution, calibration, horizon-consistent holding, the planted-signal harness."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from foxlive_core.attribution import SignalAttribution, ols_from_sums, t_statistic
+from foxlive_core.pipeline.arbitrate import arbitrate
+from foxlive_core.pipeline.barrier_gate import barrier_gate
+from foxlive_core.pipeline.calibration import calibration_slope, calibration_sums
+from foxlive_core.runtime import make_market
+from foxlive_core.signal_capture import oracle_inputs, planted_config
+
+NAN = np.nan
+CLOCK = pd.Timestamp("2026-01-02T00:00Z")
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def test_t_statistic_and_ols_by_hand():
+    # mean 2, sample sd 1 (values 1, 2, 3), n = 3: t = 2 / (1 / sqrt 3) = 3.4641
+    assert t_statistic(np.array([1.0, 2.0, 3.0])) == pytest.approx(2 * np.sqrt(3))
+    assert t_statistic(np.array([1.0, 2.0])) is None
+    # y = 1 + 2x exactly, then with noise: slope and its standard error as scipy computes them
+    x = np.array([0.0, 1.0, 2.0, 3.0])
+    fit = ols_from_sums(4, x.sum(), (1 + 2 * x).sum(), x @ x, x @ (1 + 2 * x), (1 + 2 * x) @ (1 + 2 * x))
+    assert fit["slope"] == pytest.approx(2.0) and fit["intercept"] == pytest.approx(1.0) and fit["slope_se"] == pytest.approx(0.0, abs=1e-7)
+    y = np.array([1.2, 2.7, 5.3, 6.9])
+    ref = stats.linregress(x, y)
+    fit = ols_from_sums(4, x.sum(), y.sum(), x @ x, x @ y, y @ y)
+    assert fit["slope"] == pytest.approx(ref.slope) and fit["slope_se"] == pytest.approx(ref.stderr)
+    assert fit["intercept"] == pytest.approx(ref.intercept) and fit["intercept_se"] == pytest.approx(ref.intercept_stderr)
+
+
+def _feed(att, raw_by_cycle, prices):
+    """Feed cycles whose every stage equals ``raw_by_cycle[c]`` (N,) for every family and horizon."""
+    F, H = len(att.families), len(att.horizons)
+    for c, price in enumerate(prices):
+        r = np.broadcast_to(raw_by_cycle[c], (F, H, len(price)))
+        att.update(r, r, r, r[0], np.zeros(len(price), dtype=np.int64), raw_by_cycle[c], price)
+
+
+def test_attribution_ranks_each_stage_against_the_return_that_followed():
+    # 6 symbols, horizons of 1 and 2 bars. The signal at cycle c ranks next bar's returns exactly
+    # (IC +1 at 1 bar); prices then move by the signal itself, so over 2 bars the ranking of
+    # s_c + s_{c+1} decides: with s_{c+1} = -s_c reversed each cycle the 2-bar return is 0 for all (no IC).
+    att = SignalAttribution(["1b", "2b"], [1, 2], ["a", "b"])
+    base = np.array([0.01, -0.02, 0.03, 0.0, -0.015, 0.025])  # distinct squares: no ties for rounding to break
+    signals = [base * (1 if c % 2 == 0 else -1) for c in range(9)]
+    prices = [np.full(6, 100.0)]
+    for c in range(8):
+        prices.append(prices[-1] * (1 + signals[c]))
+    _feed(att, signals, prices)
+    rows = {(r["stage"], r["family"], r["horizon"]): r for r in att.stage_ic()}
+    one = rows[("raw", "a", "1b")]
+    assert one["mean_ic"] == pytest.approx(1.0) and one["n_times"] == 8
+    assert rows[("blend", "", "1b")]["mean_ic"] == pytest.approx(1.0)
+    assert rows[("target_weight", "", "1b")]["mean_ic"] == pytest.approx(1.0)
+    # over two bars the return is (1 + s)(1 - s) - 1 = -s^2 for every cycle: the signal +base (even cycles)
+    # has rank IC rho = spearman(base, -base^2), -base (odd cycles) has -rho. Cycles 0..6 are measured:
+    # four even, three odd, so the mean is rho / 7; the non-overlapping times 0, 2, 4, 6 are all even.
+    rho = stats.spearmanr(base, -(base**2)).statistic
+    two = rows[("raw", "b", "2b")]
+    assert two["mean_ic"] == pytest.approx(rho / 7) and two["n_times"] == 7
+    assert two["n_independent"] == 4
+
+
+@given(st.integers(0, 2**31 - 1))
+@settings(max_examples=20, deadline=None)
+def test_attribution_calibration_recovers_a_planted_slope(seed):
+    rng = np.random.default_rng(seed)
+    att = SignalAttribution(["1b"], [1], ["a"])
+    n, cycles = 40, 30
+    price = np.full(n, 50.0)
+    for c in range(cycles):
+        alpha = rng.normal(0, 10, n)  # bps
+        att.update(np.zeros((1, 1, n)), np.zeros((1, 1, n)), np.zeros((1, 1, n)), alpha[None], np.zeros(n, int),
+                   np.zeros(n), price)
+        price = price * (1 + 0.5 * alpha * 1e-4 + rng.normal(0, 1e-5, n))
+    fit = att.calibration()[0]
+    assert fit["slope"] == pytest.approx(0.5, abs=0.02)
+    assert fit["pairs"] == n * (cycles - 1)
+
+
+def test_fills_signed_moves_and_costs():
+    att = SignalAttribution(["1b"], [1], ["a"])
+    z = np.zeros((1, 1, 2))
+    # cycle 0: buy 10 of symbol 0 at 100.1 (mid 100), fee 0.1001 (1 bp); price then 101, 102, ...
+    for c in range(14):
+        price = np.array([100.0 + c, 50.0])
+        fills = [(0, 10, 100.1, 0.1001)] if c == 0 else []
+        att.update(z, z, z, z[0], np.zeros(2, int), np.zeros(2), price, fills)
+    f = att.fills()
+    assert f["cost_paid_bps"] == pytest.approx(10.0 + 1.0)  # 10 bps above the mid, plus the 1 bp fee
+    assert f["moves"]["1_bars"]["from_mid_bps"] == pytest.approx(100.0)  # 100 -> 101
+    assert f["moves"]["3_bars"]["from_fill_bps"] == pytest.approx((103 / 100.1 - 1) * 1e4)
+    assert f["moves"]["12_bars"]["fills"] == 1
+
+
+# ------------------------------------------------------------------ calibration stage
+
+
+def test_calibration_sums_and_slope_by_hand():
+    # x = (1, 2, 3) bps, y = (2, 2, 5) bps -> demeaned y = (-1, -1, 2): Sxx = 14, Sxy = -1 - 2 + 6 = 3
+    sums = calibration_sums(np.array([[1.0, 2.0, 3.0], [NAN, 1.0, NAN]]), np.array([[2e-4, 2e-4, 5e-4], [1e-4, 1e-4, 1e-4]]))
+    np.testing.assert_allclose(sums[0], [14.0, 3.0])
+    assert np.isnan(sums[1]).all()  # one pair only: no measurement
+    hist = np.full((1, 4, 2), NAN)
+    hist[0, -2:] = [[14.0, 3.0], [6.0, 9.0]]  # two cycles: Sxx 20, Sxy 12, mean Sxx 10 per cycle
+    # prior 1.0 worth 2 cycles: P = 20 -> (12 + 20 * 1) / (20 + 20) = 0.8
+    assert calibration_slope(hist, [1.0], 2.0, 2.0)[0] == pytest.approx(0.8)
+    assert calibration_slope(np.full((1, 4, 2), NAN), [0.7], 2.0, 2.0)[0] == pytest.approx(0.7)  # nothing measured
+    hist[0, -2:] = [[14.0, -30.0], [6.0, -9.0]]
+    assert calibration_slope(hist, [1.0], 2.0, 2.0)[0] == 0.0  # pointing the wrong way: no trade
+
+
+# ------------------------------------------------------------------ holding consistent with the horizon
+
+
+def test_a_held_position_is_judged_by_its_own_horizon_or_longer():
+    alpha = np.array([[30.0, 30.0], [-5.0, -5.0], [20.0, 20.0]])  # (H=3, N=2): 5m strong, 60m weakly against
+    cost = np.full((3, 2), 4.0)
+    free = arbitrate(alpha, cost, np.array([1, 12, 78]), np.array([2.0, 2.0]))
+    held = arbitrate(alpha, cost, np.array([1, 12, 78]), np.array([2.0, 2.0]), shortest_horizon=np.array([2, -1]))
+    assert free.best.tolist() == [0, 0]
+    assert held.best.tolist() == [2, 0]  # the 1d position cannot be judged by the 5m alpha
+    assert np.isnan(held.score[:2, 0]).all()
+
+
+def test_alpha_exit_waits_until_the_edge_no_longer_pays_the_exit():
+    long_ = np.ones(3)
+    alpha = np.array([-3.0, -9.0, 5.0])  # the position's own horizon's alpha, bps
+    args = (np.full(3, 0.3), np.full(3, 0.3), np.zeros(3, np.int8), long_, alpha)
+    sign_rule = barrier_gate(*args)
+    assert sign_rule.exit.tolist() == [True, True, False]
+    edge_rule = barrier_gate(*args, exit_margin_bps=np.full(3, 8.0))  # closing costs 8 bps
+    assert edge_rule.exit.tolist() == [False, True, False]
+    assert edge_rule.reason.tolist() == ["", "exit_long_alpha", ""]
+
+
+# ------------------------------------------------------------------ the oracle and the harness
+
+
+def _planted_market(cfg, symbols, strength):
+    return make_market(planted_config(cfg, strength), symbols, clock=CLOCK)
+
+
+def test_the_oracle_knows_the_planted_signal_and_nothing_else(small_run):
+    cfg, _, _ = small_run
+    symbols = cfg.symbols[:24]
+    start, end = "2025-05-01T13:35Z", "2025-05-09T20:00Z"
+    bars = np.array(cfg.horizon_bars())
+
+    def mean_ic(strength):
+        from foxlive_core.pipeline.confidence import cross_sectional_ic
+
+        m = _planted_market(cfg, symbols, strength)
+        expected = m.planted_expected_return(symbols, start, end, bars)
+        close = m.bars(symbols, start, end).close
+        h = 1
+        return float(np.nanmean(cross_sectional_ic(expected[0, :-h], close[h:] / close[:-h] - 1, 5))), expected
+
+    ic1, e1 = mean_ic(1.0)
+    ic0, e0 = mean_ic(0.0)
+    assert ic1 > 0.08  # measured 0.13 on 50 symbols
+    assert np.nanmax(np.abs(e0)) == 0.0 and ic0 == 0.0  # nothing planted: the oracle expects nothing
+
+
+def test_the_pipeline_earns_from_a_strong_planted_signal_and_stays_out_without_one(engine_home, small_run):
+    cfg, _, _ = small_run
+    symbols = cfg.symbols[:24]
+    pnl = {}
+    for strength in (0.0, 3.0):
+        engine = engine_home(market_override=_planted_market(cfg, symbols, strength))
+        times = engine.cycle_times("2025-05-01T13:35Z", "2025-05-09T20:00Z")
+        engine.replay_inputs("oracle", oracle_inputs(engine, times), len(times))
+        cycles = engine.store.cycles("oracle")
+        pnl[strength] = (cycles["portfolio_value"].iloc[-1] - cfg.broker.starting_cash, int(cycles["n_orders"].sum()))
+        report = engine.store.attribution("oracle")
+        blend_1d = next(r for r in report["stage_ic"] if r["stage"] == "blend" and r["horizon"] == "1d")
+        if strength:
+            assert blend_1d["mean_ic"] > 0.2  # the oracle's 1d edge survives standardisation and the blend
+    assert pnl[0.0] == (0.0, 0)  # no planted signal: the oracle predicts 0 everywhere and nothing trades
+    assert pnl[3.0][1] > 0 and pnl[3.0][0] > 0  # a 3x planted signal trades and earns after all costs

@@ -16,8 +16,6 @@ against the bar: a quote older than one bar is stale. A real-time quote feed
 
 from __future__ import annotations
 
-import os
-import socket
 import time as _time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,7 +36,7 @@ from foxlive_core.explain import pack_trace
 from foxlive_core.features import FEATURE_NAMES, build_features, fill_missing_bars, required_history_bars
 from foxlive_core.models.store import ModelSet
 from foxlive_core.pipeline.risk_checks import portfolio_risk
-from foxlive_core.state import BookState, CycleRecord, StateStore
+from foxlive_core.state import BookState, CycleRecord, StateStore, lock_owner
 
 VOL_FEATURE = "vol_20b"
 
@@ -200,7 +198,10 @@ class TradingEngine:
             self.store.create_book(book, self.cfg.broker.starting_cash)
 
     def reset_book(self, book: str) -> None:
-        """Delete ``book`` and its paper account and start it again with the starting cash."""
+        """Delete ``book`` and its paper account and start it again with the starting cash.
+
+        Call it only while holding the book's lock (:meth:`replay_inputs` does), which the reset keeps.
+        """
         self.store.delete_book(book)
         self.broker(book).reset(self.cfg.broker.starting_cash)
         self.store.create_book(book, self.cfg.broker.starting_cash)
@@ -277,7 +278,7 @@ class TradingEngine:
         """
         t = to_utc(time)
         self.ensure_book(book)
-        with self.store.locked(book, owner=f"{socket.gethostname()}:{os.getpid()}:{t.isoformat()}"):
+        with self.store.locked(book, owner=lock_owner(t.isoformat())):
             if self.store.cycle_done(book, t):
                 raise StateError(f"book {book!r}: the cycle at {t} has already run; cycles are applied once")
             state = self.store.load(book)
@@ -314,6 +315,11 @@ class TradingEngine:
         t3 = _time.perf_counter()
         timings["stages_ms"] = (t3 - t2) * 1e3
 
+        if not state.halted:
+            # A halt set while this cycle decided (by an operator or a sensor) binds the orders not yet sent:
+            # decide again as halted (decide is pure: same inputs and buffers), so only risk-reducing orders go out.
+            if self.store.halt_status(book)[0]:
+                decision = decide(cfg, self.info, inputs, buffers, portfolio, True, self.quote_max_age_s)
         orders = [
             OrderRequest(client_order_id(book, t, s), s, "buy" if q > 0 else "sell", int(abs(q)), t.to_pydatetime())
             for s, q in zip(self.symbols, decision.shares)
@@ -341,7 +347,7 @@ class TradingEngine:
             drawdown=risk.drawdown, daily_return=risk.daily_return, halted=state.halted, halt_reason=state.halt_reason,
             model_run_id=self.info.run_id, horizons=self.info.horizons, families=self.info.families, timings_ms=timings,
         )
-        self.store.commit_cycle(state, self._record(result), events)
+        result.halted, result.halt_reason = self.store.commit_cycle(state, self._record(result), events)
         timings["commit_ms"] = (_time.perf_counter() - t4) * 1e3
         return result
 
@@ -454,10 +460,6 @@ class TradingEngine:
             raise StateError(
                 f"replay book {book!r} is the live book (config `book`); replay on a separate book, e.g. --book replay"
             )
-        if fresh:
-            self.reset_book(book)
-        else:
-            self.ensure_book(book)
         if progress:
             from tqdm.auto import tqdm
 
@@ -465,6 +467,11 @@ class TradingEngine:
         results = []
         attribution = SignalAttribution(self.info.horizons, self.info.horizon_bars, self.info.families)
         with self.store.locked(book):
+            # Reset under the lock: a second replay of this book is refused before it touches the first's book.
+            if fresh:
+                self.reset_book(book)
+            else:
+                self.ensure_book(book)
             for inp in inputs:
                 state = self.store.load(book)
                 if state.last_cycle_time is not None and inp.time <= state.last_cycle_time:

@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import sqlite3
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -93,6 +94,32 @@ CREATE TABLE IF NOT EXISTS book_locks (
     book TEXT PRIMARY KEY, owner TEXT NOT NULL, acquired_at TEXT NOT NULL, expires_at TEXT NOT NULL
 );
 """
+
+
+def lock_owner(token: str) -> str:
+    """``host:pid:token``: who holds a lock, precisely enough to tell whether it is still alive."""
+    return f"{socket.gethostname()}:{os.getpid()}:{token}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True when ``owner`` (``host:pid:...``) is a process of this host that no longer runs (or is a zombie)."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        # /proc/<pid>/stat: "pid (comm) state ..."; comm may hold spaces, so read after the last ')'.
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state == "Z"
 
 
 def utcnow() -> datetime:
@@ -206,8 +233,9 @@ class StateStore:
     def delete_book(self, book: str) -> None:
         """Remove every row of ``book`` (replay books are rebuilt from scratch)."""
         with self.transaction() as c:
+            # The book's lock stays: a book is reset by the holder of its lock, under it.
             for table in ("book_state", "book_positions", "book_arrays", "cycles", "decisions", "orders", "events",
-                          "last_traces", "attribution", "book_locks"):
+                          "last_traces", "attribution"):
                 c.execute(f"DELETE FROM {table} WHERE book=?", (book,))
 
     def load(self, book: str) -> BookState:
@@ -247,27 +275,38 @@ class StateStore:
             is not None
         )
 
-    def commit_cycle(self, state: BookState, record: CycleRecord, events: list[tuple[str, str, str, dict]] = ()) -> None:
-        """Write a completed cycle and the book's new state in one transaction.
+    def commit_cycle(self, state: BookState, record: CycleRecord, events: list[tuple[str, str, str, dict]] = ()) -> tuple[bool, str]:
+        """Write a completed cycle and the book's new state in one transaction; returns the stored (halted, reason).
 
         Refuses (StateError) a cycle already committed for this book, so a
-        cycle can never be applied twice.
+        cycle can never be applied twice. The halt flag is not taken from
+        ``state``: a ``halt`` event in ``events`` (the engine's kill switch)
+        halts the book unless a halt already stands; otherwise the stored flag
+        is kept as it is (set or resumed by an operator while the cycle ran).
         """
         now = utcnow().isoformat()
         t = _iso(record.cycle_time)
         with self.transaction() as c:
             if c.execute("SELECT 1 FROM cycles WHERE book=? AND cycle_time=?", (state.book, t)).fetchone():
                 raise StateError(f"book {state.book!r}: cycle {t} is already committed; a cycle is never applied twice")
+            # The halt columns change only when this cycle tripped the kill switch (a 'halt' event), and then
+            # only if no halt stands: a commit never clears a halt, nor re-sets one an operator resumed while
+            # the cycle ran, nor rewrites who set a standing halt and why. Only resume() clears a halt.
+            trip = next((e for e in events if e[0] == "halt"), None)
             c.execute(
                 "UPDATE book_state SET cash=?, high_water_mark=?, start_of_day_value=?, session_date=?, last_cycle_time=?, "
-                "cycle_count=?, halted=?, halt_reason=?, halted_at=?, halted_by=?, symbols=?, model_run_id=?, updated_at=? "
-                "WHERE book=?",
+                "cycle_count=?, symbols=?, model_run_id=?, updated_at=? WHERE book=?",
                 (
                     state.cash, state.high_water_mark, state.start_of_day_value, state.session_date, t,
-                    state.cycle_count, int(state.halted), state.halt_reason, state.halted_at, state.halted_by,
-                    json.dumps(list(state.symbols)), state.model_run_id, now, state.book,
+                    state.cycle_count, json.dumps(list(state.symbols)), state.model_run_id, now, state.book,
                 ),
             )
+            if trip is not None:
+                c.execute(
+                    "UPDATE book_state SET halted=1, halt_reason=?, halted_at=?, halted_by=? WHERE book=? AND halted=0",
+                    (trip[2], now, trip[1], state.book),
+                )
+            halted, reason = c.execute("SELECT halted, halt_reason FROM book_state WHERE book=?", (state.book,)).fetchone()
             c.execute("DELETE FROM book_positions WHERE book=?", (state.book,))
             c.executemany(
                 "INSERT INTO book_positions (book, symbol, quantity, avg_price) VALUES (?, ?, ?, ?)",
@@ -282,7 +321,7 @@ class StateStore:
                 (
                     state.book, t, record.portfolio_value, record.cash, record.gross_exposure, record.net_exposure,
                     record.drawdown, record.daily_return, record.n_trade, record.n_hold, record.n_blocked,
-                    record.n_orders, record.n_fills, record.fees, record.traded_notional, int(record.halted),
+                    record.n_orders, record.n_fills, record.fees, record.traded_notional, int(halted),
                     json.dumps(record.summary, default=str), now,
                 ),
             )
@@ -304,6 +343,7 @@ class StateStore:
                     "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, ?, ?, ?, ?)",
                     (state.book, now, kind, actor, reason, json.dumps(details, default=str)),
                 )
+        return bool(halted), reason
 
     # ------------------------------------------------------------------ halt / resume
 
@@ -360,17 +400,27 @@ class StateStore:
     def acquire_lock(self, book: str, owner: str, ttl_seconds: float = 600.0) -> None:
         """Take the book's cycle lock or raise StateError naming its holder.
 
-        An expired lock (its holder died) is taken over; the expiry bounds how
-        long a crashed process can block the book.
+        ``owner`` is ``host:pid:token``. A lock whose owner process is gone
+        (same host, pid not alive) is taken over at once and a ``lock_takeover``
+        event recorded; a lock of another host is taken over only once expired,
+        so the expiry bounds how long a crashed remote process can block the book.
         """
         now = utcnow()
         expires = now + pd.Timedelta(seconds=ttl_seconds)
         with self.transaction() as c:
             row = c.execute("SELECT owner, acquired_at, expires_at FROM book_locks WHERE book=?", (book,)).fetchone()
-            if row is not None and row[0] != owner and pd.Timestamp(row[2]) > now:
-                raise StateError(
-                    f"book {book!r} is locked by {row[0]} since {row[1]} (until {row[2]}); cycles of one book never "
-                    "overlap: wait for that cycle to finish"
+            if row is not None and row[0] != owner:
+                dead = owner_is_dead(row[0])
+                if not dead and pd.Timestamp(row[2]) > now:
+                    raise StateError(
+                        f"book {book!r} is locked by {row[0]} since {row[1]} (until {row[2]}); cycles of one book never "
+                        "overlap: wait for that cycle to finish"
+                    )
+                c.execute(
+                    "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, 'lock_takeover', ?, ?, ?)",
+                    (book, now.isoformat(), owner,
+                     "the lock's owner process is gone" if dead else "the lock expired",
+                     json.dumps({"previous_owner": row[0], "acquired_at": row[1], "expires_at": row[2]})),
                 )
             c.execute(
                 "INSERT OR REPLACE INTO book_locks (book, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?)",
@@ -383,7 +433,8 @@ class StateStore:
 
     @contextmanager
     def locked(self, book: str, owner: str | None = None, ttl_seconds: float = 600.0):
-        owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        """Hold the book's lock for the block; the default owner is unique to this acquisition."""
+        owner = owner or lock_owner(uuid.uuid4().hex[:12])
         self.acquire_lock(book, owner, ttl_seconds)
         try:
             yield owner

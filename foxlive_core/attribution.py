@@ -8,7 +8,7 @@ Spearman correlation across the universe at one cycle, averaged over cycles)
 with its **t-statistic on non-overlapping times** (every h-th cycle, so
 consecutive h-bar returns do not share bars: t = mean / (std / sqrt(n))).
 
-Stages, in pipeline order (docs/pipeline.md):
+Stages, in pipeline order (foxlive_core.decide):
 
 =================  ==============================================  ============
 stage              value per symbol                                 per

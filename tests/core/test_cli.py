@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -59,6 +60,14 @@ def test_replay_status_explain_halt_resume(cli_env, capsys):
     assert cli_env("explain", "AAPL", "--book", "rp") == 0
     text = capsys.readouterr().out
     assert "AAPL @ 2025-05-01T20:00:00+00:00" in text and "alpha bps" in text and "barrier gate" in text
+    assert cli_env("attribution", "--book", "rp") == 0
+    text = capsys.readouterr().out
+    assert "signal attribution over 78 cycles" in text and "arbitrated" in text and "calibration of alpha" in text
+    assert cli_env("attribution", "--book", "rp", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cycles"] == 78 and {r["stage"] for r in report["stage_ic"]} >= {"raw", "blend", "target_weight"}
+    assert cli_env("attribution", "--book", "nobook") == 2
+    assert "has no signal attribution; replay it first" in capsys.readouterr().err
     assert cli_env("explain", "ZZZZ", "--book", "rp") == 2
     assert "'ZZZZ' was not in book 'rp'" in capsys.readouterr().err
     assert cli_env("halt", "--reason", "manual check", "--book", "rp", "--operator", "bob") == 0

@@ -303,7 +303,7 @@ def decide(
     held = portfolio.quantity != 0
     horizon_edge = cfg.holding.exit_rule == "horizon_edge"
     held_h = np.where(held & np.isfinite(buf["held_horizon"]), buf["held_horizon"], -1).astype(np.int64)
-    shortest = held_h if horizon_edge else np.zeros(N, dtype=np.int64)
+    shortest = held_h if horizon_edge else None
     arb = arbitrate(alpha, cost, bars, spread, cfg.arbitration.threshold_base_bps, cfg.arbitration.threshold_spread_mult,
                     shortest)
     best = arb.best

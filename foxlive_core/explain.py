@@ -29,6 +29,8 @@ def trace_row(result, symbol: str) -> dict:
             {
                 "horizon": name,
                 "alpha_bps": _f(tr["alpha_bps"][h, i]),
+                "blended_bps": _f(tr["blended_bps"][h, i]) if "blended_bps" in tr else None,
+                "calibration_slope": _f(tr["calibration_slope"][h]) if "calibration_slope" in tr else None,
                 "sigma_bps": _f(tr["sigma_h_bps"][h, i]),
                 "impact_bps": _f(tr["impact_bps"][h, i]),
                 "cost_bps": _f(tr["cost_bps"][h, i]),
@@ -67,6 +69,7 @@ def trace_row(result, symbol: str) -> dict:
         "capacity": _f(tr["capacity"][i]),
         "horizons": horizons,
         "chosen_horizon": hors[best] if best >= 0 else None,
+        "held_horizon": hors[int(tr["held_horizon"][i])] if "held_horizon" in tr and tr["held_horizon"][i] >= 0 else None,
         "threshold_bps": _f(tr["threshold"][i]),
         "passes": bool(tr["passes"][i]),
         "direction": int(tr["direction"][i]),
@@ -109,7 +112,8 @@ def render(row: dict) -> str:
         + ("" if row["quote"]["ok"] else f"  BLOCKED: {row['quote']['reason']}")
         + f"   capacity {_n(row['capacity'], '{:.3f}')}",
         "",
-        f"{'horizon':>8} {'alpha bps':>10} {'sigma bps':>10} {'cost bps':>9} {'net bps':>9} {'score':>8}  weights (family: w x s~)",
+        f"{'horizon':>8} {'alpha bps':>10} {'(kappa)':>8} {'sigma bps':>10} {'cost bps':>9} {'net bps':>9} {'score':>8}  "
+        "weights (family: w x s~)",
     ]
     for h in row["horizons"]:
         mark = " <" if h["chosen"] else "  "
@@ -118,12 +122,14 @@ def render(row: dict) -> str:
             for name, v in h["families"].items()
         )
         lines.append(
-            f"{h['horizon']:>8} {_n(h['alpha_bps']):>10} {_n(h['sigma_bps'], '{:.1f}'):>10} {_n(h['cost_bps'], '{:.2f}'):>9} "
+            f"{h['horizon']:>8} {_n(h['alpha_bps']):>10} {_n(h['calibration_slope'], '{:.2f}'):>8} "
+            f"{_n(h['sigma_bps'], '{:.1f}'):>10} {_n(h['cost_bps'], '{:.2f}'):>9} "
             f"{_n(h['net_bps']):>9} {_n(h['score']):>8}{mark} {fams}"
         )
     g, s, r = row["gate"], row["sizing"], row["risk"]
     lines += [
         "",
+        f"held for: {row['held_horizon'] or 'no position'}   "
         f"chosen horizon: {row['chosen_horizon'] or 'none'}  threshold {_n(row['threshold_bps'], '{:.2f}')} bps  "
         f"passes={row['passes']}  direction={ {1: 'long', -1: 'short', 0: 'none'}[row['direction']] }",
         f"barrier gate: p_peak {_n(g['p_peak'], '{:.3f}')}  p_valley {_n(g['p_valley'], '{:.3f}')}  g {_n(g['g'], '{:.3f}')}"

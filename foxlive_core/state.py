@@ -301,11 +301,13 @@ class StateStore:
                     state.cycle_count, json.dumps(list(state.symbols)), state.model_run_id, now, state.book,
                 ),
             )
-            if trip is not None:
-                c.execute(
-                    "UPDATE book_state SET halted=1, halt_reason=?, halted_at=?, halted_by=? WHERE book=? AND halted=0",
-                    (trip[2], now, trip[1], state.book),
-                )
+            if trip is not None and not c.execute(
+                "UPDATE book_state SET halted=1, halt_reason=?, halted_at=?, halted_by=? WHERE book=? AND halted=0",
+                (trip[2], now, trip[1], state.book),
+            ).rowcount:
+                # A halt already stands: the kill switch changed nothing, so it records no second halt
+                # (the risk sensor keys each halt by its event).
+                events = [e for e in events if e is not trip]
             halted, reason = c.execute("SELECT halted, halt_reason FROM book_state WHERE book=?", (state.book,)).fetchone()
             c.execute("DELETE FROM book_positions WHERE book=?", (state.book,))
             c.executemany(

@@ -43,6 +43,10 @@ SMALL_TRAINING = {
 }
 SMALL_TRAIN_END = "2025-04-30T20:00Z"  # models trained up to here; the tests trade the sessions after it
 SMALL_UNIVERSE = 24
+# Lower entry hurdles, so that the few cycles of a test trade (the defaults trade rarely, by design: their
+# costs are honest and the small test models are weak).
+ACTIVE = {"arbitration": {"threshold_base_bps": 0.0, "threshold_spread_mult": 0.0}, "costs": {"k2_volatility": 0.0},
+          "broker": {"slippage_bps": 0.0, "fee_bps": 0.0}}
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,8 @@ import pytest
 
 from foxlive_core.errors import StateError
 from foxlive_core.state import StateStore
-from tests.core.test_engine import ACTIVE, DAY1, bar_times
+from tests.conftest import ACTIVE
+from tests.core.test_engine import DAY1, bar_times
 
 
 def _script(engine, body: str) -> str:

@@ -14,17 +14,13 @@ from foxlive_core.data.types import QuoteSnapshot
 from foxlive_core.decide import align_buffers, empty_buffers
 from foxlive_core.errors import StateError
 from foxlive_core.state import StateStore
+from tests.conftest import ACTIVE
 
 DAY1 = pd.Timestamp("2025-05-01T00:00Z")
 
 
 def bar_times(engine, start, n):
     return engine.market.calendar.bar_times(start, start + pd.Timedelta(days=10))[:n]
-
-
-# Lower entry hurdles, so that the few cycles of the equality tests trade (the defaults trade rarely by design).
-ACTIVE = {"arbitration": {"threshold_base_bps": 0.0, "threshold_spread_mult": 0.0}, "costs": {"k2_volatility": 0.0},
-          "broker": {"slippage_bps": 0.0, "fee_bps": 0.0}}
 
 
 def test_live_cycles_equal_a_batched_replay(engine_home):

@@ -14,7 +14,7 @@ from foxlive_core.config import FoxliveConfig, load_config
 from foxlive_core.models.store import ModelStore
 from foxlive_core.state import StateStore
 from foxlive_core.config import _deep_merge
-from tests.conftest import SMALL_TRAINING, SMALL_UNIVERSE, write_config
+from tests.conftest import ACTIVE, SMALL_TRAINING, SMALL_UNIVERSE, write_config
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -87,7 +87,7 @@ def metadata_values(materialization) -> dict:
 @pytest.fixture(scope="module")
 def module_env(small_run, tmp_path_factory):
     """One home and its definitions shared by a test module (its tests build on each other's state)."""
-    return make_env(tmp_path_factory.mktemp("dagster_home"), small_run)
+    return make_env(tmp_path_factory.mktemp("dagster_home"), small_run, ACTIVE)
 
 
 @pytest.fixture(scope="module")

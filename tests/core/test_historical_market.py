@@ -22,15 +22,16 @@ TIMES = CAL.bar_times(T("2025-01-02T14:30Z"), T("2025-01-06T21:00Z"))
 SYMS = ("AAA", "BBB")
 
 
-def make_market(repair: bool = True) -> MarketConfig:
+def make_market(repair: bool = True, calendar: str = "XNYS", bar_interval: str = "5m", **historical) -> MarketConfig:
+    """A historical MarketConfig; ``historical`` overrides HistoricalConfig keys (time_column, time_is, ...)."""
     sim = SimulatedConfig(
         seed=7, start="2025-01-02", start_price_min=20.0, start_price_max=400.0, market_vol_bp=6.0,
         idio_vol_bp=10.0, vol_of_vol=0.15, vol_persistence=0.98, reversal_strength=0.08, drift_strength=0.25,
         base_spread_bps=2.0, spread_vol_mult=0.15, missing_bar_prob=0.001, adv_min_dollars=5e6, adv_max_dollars=5e8,
     )
     return MarketConfig(
-        source="historical", calendar="XNYS", bar_interval="5m", max_fill_bars=3,
-        historical=HistoricalConfig(path="unused", quote_spread_bps=2.0, repair=repair), simulated=sim,
+        source="historical", calendar=calendar, bar_interval=bar_interval, max_fill_bars=3,
+        historical=HistoricalConfig(path="unused", quote_spread_bps=2.0, repair=repair, **historical), simulated=sim,
     )
 
 
@@ -80,7 +81,9 @@ def test_every_layout_gives_the_same_bars(tmp_path, layout):
     for j in range(2):
         for field, values in expected(j).items():
             np.testing.assert_array_equal(getattr(panel, field)[:, j], values)
-    assert market.repairs == []
+    assert market.repairs.empty and list(market.repairs.columns) == ["symbol", "rule", "rows", "action"]
+    assert market.repair_summary() == "no repairs: 468 rows as given"
+    assert not market.repaired(None, TIMES[0], TIMES[-1]).any()
 
 
 def test_offsets_other_than_utc_are_converted(tmp_path):
@@ -194,42 +197,50 @@ def _set(row, **values):
     return mutate
 
 
-# (name, mutation of AAA's frame, strict error regex, repaired: (bar index, AAA close) or None, repair note)
+# (name, mutation of AAA's frame, strict error regex, repaired: (bar index, AAA close) or None,
+#  (rule, action) counted for its one row, bar index marked by repaired() or None)
 RULES = [
     ("unsorted", _swap, r"AAA\.csv row 7 \(2025-01-02T15:00:00\+00:00\): a time earlier than the row before it",
-     None, r"AAA\.csv: sorted 1 row\(s\) .*\(rows 7\)"),
-    ("duplicate", _duplicate, r"AAA\.csv row 7 \(2025-01-02T15:00:00\+00:00\): a time already given in an earlier row",
-     (5, 555.0), r"AAA\.csv: dropped 1 row\(s\) with a duplicate time \(kept the last\) \(rows 6\)"),
-    ("nan price", _set(8, close=""), r"AAA\.csv row 9 \(2025-01-02T15:15:00\+00:00\): a NaN, non-numeric or non-positive price",
-     (8, np.nan), r"AAA\.csv: dropped 1 row\(s\) with a NaN.*\(rows 9\)"),
-    ("zero price", _set(9, open=0.0), r"AAA\.csv row 10 .*non-positive price", (9, np.nan), r"\(rows 10\)"),
-    ("high below low", _set(10, high=lambda r: float(r["low"]) - 1.0), r"AAA\.csv row 11 .*high below low/open/close",
-     (10, np.nan), r"AAA\.csv: dropped 1 row\(s\) with high below.*\(rows 11\)"),
-    ("high below close", _set(11, high=lambda r: float(r["close"]) - 0.001), r"AAA\.csv row 12 .*high below low",
-     (11, np.nan), r"\(rows 12\)"),
-    ("low above open", _set(12, low=lambda r: float(r["open"]) + 0.001), r"AAA\.csv row 13 .*low above open/close",
-     (12, np.nan), r"\(rows 13\)"),
-    ("negative volume", _set(13, volume=-5.0), r"AAA\.csv row 14 \(2025-01-02T15:40:00\+00:00\): a negative or missing volume",
-     (13, np.nan), r"AAA\.csv: dropped 1 row\(s\) with a negative or missing volume \(rows 14\)"),
+     None, ("time out of order", "sorted"), 5),
+    ("duplicate", _duplicate, r"AAA\.csv row 7 \(2025-01-02T15:00:00\+00:00\): a time also given in another row",
+     (5, 555.0), ("duplicate time", "dropped"), 5),
+    ("nan price", _set(8, close=""), r"AAA\.csv row 9 \(2025-01-02T15:15:00\+00:00\): a missing, NaN or non-numeric price",
+     (8, np.nan), ("NaN price", "dropped"), 8),
+    ("infinite price", _set(8, high="inf"), r"AAA\.csv row 9 .*an infinite price or volume", (8, np.nan),
+     ("infinite value", "dropped"), 8),
+    ("zero price", _set(9, open=0.0), r"AAA\.csv row 10 .*a zero or negative price", (9, np.nan),
+     ("non-positive price", "dropped"), 9),
+    ("high below low", _set(10, high=lambda r: float(r["low"]) - 1.0), r"AAA\.csv row 11 .*: high below low;",
+     (10, np.nan), ("high below low", "dropped"), 10),
+    ("high below close", _set(11, high=lambda r: float(r["close"]) - 0.001), r"AAA\.csv row 12 .*high below open or close",
+     (11, np.nan), ("high below open/close", "dropped"), 11),
+    ("low above open", _set(12, low=lambda r: float(r["open"]) + 0.001), r"AAA\.csv row 13 .*low above open or close",
+     (12, np.nan), ("low above open/close", "dropped"), 12),
+    ("negative volume", _set(13, volume=-5.0), r"AAA\.csv row 14 \(2025-01-02T15:40:00\+00:00\): a negative volume",
+     (13, np.nan), ("negative volume", "dropped"), 13),
+    ("missing volume", _set(13, volume=""), r"AAA\.csv row 14 .*a missing, NaN or non-numeric volume",
+     (13, np.nan), ("missing volume", "dropped"), 13),
     ("off calendar", _set(14, time="2025-01-02T15:46:00Z"),
      r"AAA\.csv row 15 \(2025-01-02T15:46:00\+00:00\): a time that is not a XNYS 5m bar close time",
-     (14, np.nan), r"AAA\.csv: dropped 1 row\(s\) with a time that is not a XNYS 5m bar close time \(rows 15\)"),
+     (14, np.nan), ("off-calendar time", "dropped"), None),  # the row names no bar, so no bar is marked
 ]
 
 
-@pytest.mark.parametrize("name,mutate,strict_error,repaired,note", RULES, ids=[r[0] for r in RULES])
-def test_rule_strict_mode_names_file_row_and_problem(tmp_path, name, mutate, strict_error, repaired, note):
+@pytest.mark.parametrize("name,mutate,strict_error,repaired,counted,marked", RULES, ids=[r[0] for r in RULES])
+def test_rule_strict_mode_names_file_row_and_problem(tmp_path, name, mutate, strict_error, repaired, counted, marked):
     write(tmp_path, {"AAA": mutate(frame_of(0)), "BBB": frame_of(1)}, "csv_persymbol")
+    with pytest.raises(DataError, match=r"has 1 bad row\(s\) of 46[89] \(1 " + re.escape(counted[0]) + r"\): "):
+        HistoricalMarket(tmp_path, make_market(repair=False))
     with pytest.raises(DataError, match=strict_error):
         HistoricalMarket(tmp_path, make_market(repair=False))
 
 
-@pytest.mark.parametrize("name,mutate,strict_error,repaired,note", RULES, ids=[r[0] for r in RULES])
-def test_rule_repair_mode_fixes_and_records(tmp_path, name, mutate, strict_error, repaired, note):
+@pytest.mark.parametrize("name,mutate,strict_error,repaired,counted,marked", RULES, ids=[r[0] for r in RULES])
+def test_rule_repair_mode_fixes_counts_and_marks(tmp_path, name, mutate, strict_error, repaired, counted, marked):
     write(tmp_path, {"AAA": mutate(frame_of(0)), "BBB": frame_of(1)}, "csv_persymbol")
     market = HistoricalMarket(tmp_path, make_market(repair=True))
-    assert len(market.repairs) == 1, market.repairs
-    assert re.search(note, market.repairs[0]), market.repairs[0]
+    rule, action = counted
+    assert market.repairs.to_dict("records") == [{"symbol": "AAA", "rule": rule, "rows": 1, "action": action}]
     panel = market.bars(None, TIMES[0], TIMES[-1])
     assert list(panel.times) == list(TIMES)
     want = expected(0)["close"].copy()
@@ -240,12 +251,16 @@ def test_rule_repair_mode_fixes_and_records(tmp_path, name, mutate, strict_error
             assert np.isnan([getattr(panel, f)[row, 0] for f in ("open", "high", "low", "close", "volume")]).all()
     np.testing.assert_array_equal(panel.close[:, 0], want)
     np.testing.assert_array_equal(panel.close[:, 1], expected(1)["close"])
+    mask = market.repaired(None, TIMES[0], TIMES[-1])
+    assert mask.shape == panel.shape and mask.dtype == bool
+    assert np.argwhere(mask).tolist() == ([] if marked is None else [[marked, 0]])
 
 
-def test_strict_mode_lists_every_problem(tmp_path):
+def test_strict_mode_lists_bad_rows_in_file_order(tmp_path):
     f = _set(13, volume=-5.0)(_set(8, close="")(frame_of(0)))
     write(tmp_path, {"AAA": f}, "csv_persymbol")
-    with pytest.raises(DataError, match=r"2 problem\(s\): AAA\.csv row 9 .*; AAA\.csv row 14 .*repair: true"):
+    with pytest.raises(DataError, match=r"2 bad row\(s\) of 234 \(1 NaN price, 1 negative volume\): AAA\.csv row 9 .*; "
+                                        r"AAA\.csv row 14 .*repair: true"):
         HistoricalMarket(tmp_path, make_market(repair=False))
 
 
@@ -256,7 +271,7 @@ def test_long_file_rows_are_rows_of_that_file(tmp_path):
     with pytest.raises(DataError, match=r"all\.csv row 238 \(2025-01-02T14:50:00\+00:00\): a negative"):
         HistoricalMarket(tmp_path, make_market(repair=False))  # BBB's rows follow AAA's 234
     market = HistoricalMarket(tmp_path, make_market(repair=True))
-    assert market.repairs == ["all.csv: dropped 1 row(s) with a negative or missing volume (rows 238)"]
+    assert market.repairs.to_dict("records") == [{"symbol": "BBB", "rule": "negative volume", "rows": 1, "action": "dropped"}]
     assert np.isnan(market.bars(["BBB"], TIMES[3], TIMES[3]).close[0, 0])
 
 
@@ -278,7 +293,7 @@ def test_naive_parquet_column_is_always_an_error(tmp_path, repair):
     f = frame_of(0)
     f["time"] = pd.to_datetime(f["time"], format="ISO8601").dt.tz_localize(None)
     f.to_parquet(tmp_path / "AAA.parquet", index=False)
-    with pytest.raises(DataError, match=r"AAA\.parquet row 1: column 'time' is timezone-naive"):
+    with pytest.raises(DataError, match=r"AAA\.parquet row\(s\) 1, 2, .*: column 'time' is timezone-naive with a time of day"):
         HistoricalMarket(tmp_path, make_market(repair=repair))
 
 

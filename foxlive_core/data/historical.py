@@ -436,14 +436,15 @@ class HistoricalMarket:
         again = frame[kept].duplicated(["symbol", "time"], keep="last")
         frame.loc[again.index[again.to_numpy()], "rule"] = _RULE["duplicate time"]
         rule = frame["rule"].to_numpy()
+        moved = frame["unsorted"].to_numpy() & (rule < 0)  # a dropped row counts under its drop rule only
         counted = pd.concat([
             frame.loc[rule >= 0, ["file", "symbol"]].assign(rule=rule[rule >= 0]),
-            frame.loc[frame["unsorted"], ["file", "symbol"]].assign(rule=_RULE["time out of order"]),
+            frame.loc[moved, ["file", "symbol"]].assign(rule=_RULE["time out of order"]),
         ])
         self._repairs = self._repair_table(counted)
         self._check_repair_share(frame, rule)
         off = _RULE["off-calendar time"]
-        touched = frame.loc[((rule >= 0) & (rule != off)) | frame["unsorted"].to_numpy(), ["symbol", "time"]]
+        touched = frame.loc[((rule >= 0) & (rule != off)) | moved, ["symbol", "time"]]
         valid = frame[rule < 0].drop(columns=["rule", "unsorted"]).reset_index(drop=True)
         if valid.empty:
             raise DataError(f"historical data holds no valid rows after repair; {self.repair_summary()}")

@@ -459,27 +459,30 @@ def test_repair_table_counts_rows_per_rule_and_symbol_and_marks_their_bars(tmp_p
     a = _duplicate(_defects(frame_of(0), nan_close=(20, 21, 22), negative_volume=(40, 41)))  # dup of bar 5 at row 7
     b = _swap(_defects(frame_of(1), off_calendar=(100, 101, 102, 103)))  # rows 6/7 swapped: 1 row out of order
     b.iloc[[50, 51]] = b.iloc[[51, 50]].to_numpy()  # and a second swap: row 52 out of order
+    b.iloc[[150, 151]] = b.iloc[[151, 150]].to_numpy()  # row 152 is out of order and has a NaN close: counted once
+    b = _defects(b, nan_close=(151,))
     write(tmp_path, {"AAA": a, "BBB": b}, "csv_persymbol")
     market = HistoricalMarket(tmp_path, make_market())
     assert market.repairs.to_dict("records") == [
         {"symbol": "AAA", "rule": "NaN price", "rows": 3, "action": "dropped"},
         {"symbol": "AAA", "rule": "negative volume", "rows": 2, "action": "dropped"},
         {"symbol": "AAA", "rule": "duplicate time", "rows": 1, "action": "dropped"},
+        {"symbol": "BBB", "rule": "NaN price", "rows": 1, "action": "dropped"},
         {"symbol": "BBB", "rule": "off-calendar time", "rows": 4, "action": "dropped"},
         {"symbol": "BBB", "rule": "time out of order", "rows": 2, "action": "sorted"},
     ]
     assert market.repair_summary() == (
-        "repaired rows of 2 symbol(s) among 469 rows read: dropped 10 (NaN price 3, negative volume 2, "
-        "off-calendar time 4, duplicate time 1); sorted 2 (time out of order 2); by symbol AAA 6, BBB 6")
+        "repaired rows of 2 symbol(s) among 469 rows read: dropped 11 (NaN price 4, negative volume 2, "
+        "off-calendar time 4, duplicate time 1); sorted 2 (time out of order 2); by symbol AAA 6, BBB 7")
     # marked: AAA's bars 20-22 and 40-41 (dropped) and 5 (its duplicate dropped); BBB's out-of-order rows, bars 5
-    # and 50; BBB's off-calendar rows belong to no bar, so its bars 100-103 are absent, not marked
+    # and 50, and 150 (dropped); BBB's off-calendar rows belong to no bar, so its bars 100-103 are absent, not marked
     mask = market.repaired(None, TIMES[0], TIMES[-1])
     assert np.flatnonzero(mask[:, 0]).tolist() == [5, 20, 21, 22, 40, 41]
-    assert np.flatnonzero(mask[:, 1]).tolist() == [5, 50]
+    assert np.flatnonzero(mask[:, 1]).tolist() == [5, 50, 150]
     assert market.repaired(["BBB"], TIMES[50], TIMES[50]).tolist() == [[True]]
     panel = market.bars(None, TIMES[0], TIMES[-1])
     assert np.isnan(panel.close[[20, 21, 22, 40, 41], 0]).all() and np.isnan(panel.close[100:104, 1]).all()
-    assert np.isfinite(panel.close[:, 0]).sum() == 234 - 5 and np.isfinite(panel.close[:, 1]).sum() == 234 - 4
+    assert np.isfinite(panel.close[:, 0]).sum() == 234 - 5 and np.isfinite(panel.close[:, 1]).sum() == 234 - 5
 
 
 def test_losing_more_than_max_repair_share_is_an_error(tmp_path):

@@ -4,8 +4,17 @@ Bars are labelled by their **close** time (a 5-minute bar labelled 14:35 UTC
 covers (14:30, 14:35]), so a cycle at time t may use every bar labelled <= t
 and nothing later. All times returned are timezone-aware UTC
 (``pandas.DatetimeIndex`` with tz UTC). Sessions, holidays and half days come
-from ``exchange-calendars``; ``24/7`` is a round-the-clock calendar whose
-sessions are UTC days.
+from ``exchange-calendars``, extended back as far as a query asks (the
+library's default range starts about 20 years ago, 2006-12-04 for XNYS).
+
+Two round-the-clock calendars need no exchange:
+
+- ``24/7`` (crypto): every UTC day is a session, 00:00Z to 24:00Z.
+- ``24/5`` (FX): the UTC weekdays Monday to Friday are sessions, 00:00Z to
+  24:00Z; Saturday and Sunday are no sessions, so the weekend holds no bar and
+  the bar after Friday's last (closing Saturday 00:00Z, the close of Friday's
+  session) is Monday's first. Missing-bar filling works on bar rows, so it never
+  reaches across the weekend.
 """
 
 from __future__ import annotations
@@ -23,13 +32,34 @@ ROUND_THE_CLOCK = ("24/7", "24/5")
 
 
 @functools.lru_cache(maxsize=None)
-def _xcal(code: str):
+def _xcal(code: str, start: str | None = None):
+    """The exchange-calendars calendar of ``code`` from ``start`` ('YYYY-MM-DD'; None: the library's default).
+
+    One object per (code, start): building one takes ~0.4 s, and the calendar is asked on every bar.
+    """
     import exchange_calendars as xc
 
     with warnings.catch_warnings():
         # exchange-calendars 4.x uses a pandas API that pandas 3.1 deprecates; nothing for us to act on.
         warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
-        return xc.get_calendar(code)
+        return xc.get_calendar(code) if start is None else xc.get_calendar(code, start=start)
+
+
+def _xcal_from(code: str, first_day: pd.Timestamp):
+    """A cached calendar of ``code`` whose sessions start on or before ``first_day`` (tz-naive date).
+
+    Within the default range that is the default calendar; before it, one built from the start of
+    ``first_day``'s decade (so a few objects serve any history), or from the earliest start the
+    library allows for that exchange.
+    """
+    default = _xcal(code)
+    if first_day >= default.first_session:
+        return default
+    start = pd.Timestamp(year=first_day.year // 10 * 10, month=1, day=1)
+    bound = default.bound_min()
+    if bound is not None:
+        start = max(start, pd.Timestamp(bound).tz_localize(None).normalize())
+    return _xcal(code, str(start.date()))
 
 
 def check_calendar_code(code: str, key: str = "market.calendar") -> None:
@@ -89,11 +119,12 @@ class TradingCalendar:
         if self.code in ROUND_THE_CLOCK:
             days = pd.date_range((start - pd.Timedelta(days=1)).floor("D"), end.ceil("D"), freq="D", tz="UTC")
             if self.code == "24/5":
-                days = days[days.dayofweek < 5]
+                days = days[days.day_of_week < 5]
             frame = pd.DataFrame({"open": days, "close": days + pd.Timedelta(days=1)}, index=days.tz_localize(None))
         else:
-            cal = _xcal(self.code)
-            lo = max(cal.first_session, (start - pd.Timedelta(days=2)).tz_localize(None).normalize())
+            first_day = (start - pd.Timedelta(days=2)).tz_localize(None).normalize()
+            cal = _xcal_from(self.code, first_day)
+            lo = max(cal.first_session, first_day)
             hi = min(cal.last_session, (end + pd.Timedelta(days=2)).tz_localize(None).normalize())
             if lo > hi:
                 raise DataError(

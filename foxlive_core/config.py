@@ -77,6 +77,9 @@ class HistoricalConfig:
     path: str | None
     quote_spread_bps: float = num(**_rng(0.0, 1000.0, lo_open=True))
     repair: bool = True
+    time_column: str | None = None  # None: found by name (time, timestamp, date, datetime) or position
+    time_is: str = num("close", **_choice("close", "open"))
+    max_repair_share: float = num(0.05, **_rng(0.0, 1.0))
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,7 @@ The directory holds either
 Columns (names case-insensitive, any order, extra columns ignored):
 
 ======== ===============================================================
-time     bar **close** time with a timezone: ISO 8601 with an offset in
-         CSV (``2025-01-02T14:35:00Z``, ``2025-01-02T09:35:00-05:00``),
-         a timezone-aware timestamp column in Parquet
+time     bar time, see below
 open     first trade price of the bar, > 0
 high     highest price, >= open, close and low
 low      lowest price, <= open, close and high
@@ -22,33 +20,49 @@ close    last trade price, > 0
 volume   shares traded in the bar, >= 0
 ======== ===============================================================
 
-Each time must be a bar close time of the configured calendar and bar
-interval (a 5-minute XNYS bar covering 14:30-14:35 UTC is labelled 14:35),
-rows of a symbol in increasing time, one row per time.
+The time column is ``market.historical.time_column`` when set, else the one
+column named ``time``, ``timestamp``, ``date`` or ``datetime`` (any case) or a
+timezone-aware Parquet index; with none of those, an unnamed first CSV column
+(pandas' written index). Two candidates are an error. Its values are
+
+- times with a timezone: ISO 8601 with an offset in CSV
+  (``2025-01-02T14:35:00Z``, ``2025-01-02T09:35:00-05:00``), tz-aware
+  timestamps in Parquet. They are bar **close** times, or with
+  ``market.historical.time_is: open`` bar open times, moved to the close on
+  loading (one bar interval later; for daily bars the close of the session
+  opening then);
+- with daily bars only (``market.bar_interval: 1d``), bare dates
+  (``2024-07-03``, Parquet dates or naive midnights): that session, stamped at
+  its real close (2024-07-03 closes 17:00Z, a half day). A date that is no
+  session is an off-calendar row.
+
+Each time must then be a bar close time of the calendar and bar interval (a
+5-minute XNYS bar covering 14:30-14:35 UTC is labelled 14:35). The calendar
+reaches back to the first row, before exchange-calendars' default start.
 
 Validation and repair
 ---------------------
-With ``market.historical.repair: false`` any problem is a DataError naming
-the file, the 1-based data row (the first row under the CSV header is row
-1), its timestamp and the problem. With ``repair: true`` the fixable
-problems are repaired in this order, and a summary of every repair is kept
-in :attr:`HistoricalMarket.repairs`:
+Every row is checked against the rules of :data:`RULES`; a row breaking
+several counts once, under the first. With ``market.historical.repair:
+false`` any bad row is a DataError giving the count of bad rows per rule and
+the first few with file, 1-based data row (the first row under the CSV header
+is row 1), time and problem. With ``repair: true`` rows out of time order are
+sorted (stably) by time, the other bad rows dropped (their bar becomes
+missing), and among valid rows of one time the last in the file is kept.
+Each repair is counted per symbol and rule in :attr:`HistoricalMarket.repairs`
+and summarised by :meth:`HistoricalMarket.repair_summary`; a symbol losing
+more than ``market.historical.max_repair_share`` of its rows is a DataError.
+:meth:`HistoricalMarket.repaired` marks the bars that repairs touched.
 
-1. rows out of time order: sorted (stably) by time;
-2. duplicate timestamps: the last row of each time (in file order) is kept;
-3. NaN, non-numeric or non-positive open/high/low/close: the row is dropped
-   (that bar becomes missing);
-4. high below low, open or close, or low above open or close: dropped;
-5. negative or missing volume: dropped;
-6. times that are not bar close times of the calendar: dropped.
-
-Always errors: missing columns, timezone-naive or unparseable times, symbols
-asked for that have no data, symbol names that are not tickers, a file whose
-``symbol`` column disagrees with its name, two files for one symbol.
+Always errors: a missing or ambiguous time column, missing columns,
+timezone-naive times of day, unparseable times, bare dates with intraday bars,
+symbols asked for that have no data, symbol names that are not tickers, a file
+whose ``symbol`` column disagrees with its name, two files for one symbol.
 
 Bars are aligned to the calendar's bar times between the first and the last
 time in the data; a bar absent for a symbol is a NaN row. Memory: five
-float64 arrays of shape (bars, symbols), 40 bytes per (bar, symbol).
+float64 arrays and one bool array of shape (bars, symbols), 41 bytes per
+(bar, symbol).
 """
 
 from __future__ import annotations
@@ -60,7 +74,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from foxlive_core.calendar import calendar_for
+from foxlive_core.calendar import TradingCalendar, calendar_for
 from foxlive_core.config import SYMBOL_PATTERN, MarketConfig, bars_per_session
 from foxlive_core.data.simulated import (
     ADV_SESSIONS,
@@ -73,11 +87,31 @@ from foxlive_core.data.simulated import (
 from foxlive_core.data.types import BAR_FIELDS, BarPanel, QuoteSnapshot
 from foxlive_core.errors import DataError
 
-REQUIRED_COLUMNS = ("time",) + BAR_FIELDS
 PRICE_COLUMNS = ("open", "high", "low", "close")
+TIME_NAMES = ("time", "timestamp", "date", "datetime")
 SUFFIXES = (".csv", ".parquet")
-MAX_LISTED = 10  # problems or rows quoted in one message
+MAX_LISTED = 10  # rows or names quoted in one message
+STRICT_LISTED = 5  # bad rows quoted by strict mode, after the full count
 _OFFSET_PATTERN = r"(?:Z|z|[+-]\d{2}(?::?\d{2})?)$"
+_DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+_UNNAMED_FIRST = "unnamed: 0"  # pandas' name for a CSV's first column with an empty header
+
+#: (rule, action, problem) in the order rows are assigned to rules; "sorted" keeps the row.
+RULES = (
+    ("NaN price", "dropped", "a missing, NaN or non-numeric price"),
+    ("infinite value", "dropped", "an infinite price or volume"),
+    ("non-positive price", "dropped", "a zero or negative price"),
+    ("high below low", "dropped", "high below low"),
+    ("high below open/close", "dropped", "high below open or close"),
+    ("low above open/close", "dropped", "low above open or close"),
+    ("negative volume", "dropped", "a negative volume"),
+    ("missing volume", "dropped", "a missing, NaN or non-numeric volume"),
+    ("off-calendar time", "dropped", "a time that is not a {calendar} {interval} bar close time"),
+    ("time out of order", "sorted", "a time earlier than the row before it"),
+    ("duplicate time", "dropped", "a time also given in another row of the symbol"),
+)
+_RULE = {name: k for k, (name, _, _) in enumerate(RULES)}
+REPAIR_COLUMNS = ("symbol", "rule", "rows", "action")
 
 
 def _rows_text(rows: np.ndarray) -> str:
@@ -85,8 +119,13 @@ def _rows_text(rows: np.ndarray) -> str:
     return listed + (f" and {len(rows) - MAX_LISTED} more" if len(rows) > MAX_LISTED else "")
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    """Raw table of one file: CSV cells as text, Parquet as stored; lower-case column names."""
+def _read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Raw table of one file and its index columns.
+
+    CSV cells as text, Parquet as stored with a non-trivial index turned into
+    columns; column names lower-case. The index columns are the Parquet index
+    levels with a datetime dtype, or pandas' unnamed first CSV column.
+    """
     try:
         if path.suffix.lower() == ".csv":
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -94,49 +133,146 @@ def _read_table(path: Path) -> pd.DataFrame:
             frame = pd.read_parquet(path)
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: cannot be read as {path.suffix.lower()[1:]}: {exc}") from None
+    index_columns: list[str] = []
+    if not isinstance(frame.index, pd.RangeIndex):
+        levels = frame.index.to_frame(index=False)
+        dated = [str(c) for c in levels.columns if pd.api.types.is_datetime64_any_dtype(levels[c].dtype)]
+        frame = frame.reset_index()
+        index_columns = [str(c).strip().lower() for c in dated]
     frame.columns = [str(c).strip().lower() for c in frame.columns]
-    return frame
+    if len(frame.columns) and frame.columns[0] == _UNNAMED_FIRST:
+        index_columns = [_UNNAMED_FIRST]
+    return frame, index_columns
 
 
-def _parse_times(column: pd.Series, label: str, rows: np.ndarray) -> pd.Series:
-    """UTC times of a ``time`` column; naive or unparseable times are a DataError naming the rows."""
+def _time_column(raw: pd.DataFrame, index_columns: list[str], label: str, configured: str | None) -> str:
+    """Name of the column holding the bar times (rules in the module docstring)."""
+    found = list(raw.columns)
+    if configured is not None:
+        name = configured.strip().lower()
+        if name not in raw.columns:
+            raise DataError(
+                f"{label}: market.historical.time_column is {configured!r} but the file has no such column; "
+                f"the columns found are {found}; set the key to one of them, or to null to find it by name"
+            )
+        return name
+    named = [c for c in raw.columns if c in TIME_NAMES]
+    dated_index = [c for c in index_columns if c != _UNNAMED_FIRST and c not in named]
+    candidates = named + dated_index
+    if not candidates and index_columns == [_UNNAMED_FIRST]:
+        candidates = [_UNNAMED_FIRST]
+    if len(candidates) > 1:
+        raise DataError(
+            f"{label}: columns {candidates[0]!r} and {candidates[1]!r} could both be the bar time; "
+            "set market.historical.time_column to the one that is"
+        )
+    if not candidates:
+        raise DataError(
+            f"{label}: no time column; looked for a column named {' / '.join(TIME_NAMES)} (any case), a datetime "
+            f"Parquet index or an unnamed first CSV column; the columns found are {found}; "
+            "name it with market.historical.time_column"
+        )
+    return candidates[0]
+
+
+def _session_closes(calendar: TradingCalendar, dates: pd.Series, by: str) -> pd.Series:
+    """UTC close of the session each value of ``dates`` names, NaT where it names none.
+
+    ``by`` "date": values are tz-naive session dates; "open": UTC session open times.
+    """
+    valid = dates.dropna()
+    if valid.empty:
+        return pd.Series(pd.NaT, index=dates.index, dtype="datetime64[ns, UTC]")
+    lo, hi = valid.min(), valid.max()
+    if by == "date":
+        lo, hi = lo.tz_localize("UTC"), hi.tz_localize("UTC")
+    table = calendar.sessions(lo - pd.Timedelta(days=1), hi + pd.Timedelta(days=3))
+    keys = pd.DatetimeIndex(table.index if by == "date" else table["open"]).as_unit("ns")
+    closes = pd.DatetimeIndex(table["close"]).tz_convert("UTC").tz_localize(None).as_unit("ns").to_numpy()
+    at = keys.get_indexer(pd.DatetimeIndex(dates).as_unit("ns"))
+    found = at >= 0
+    values = np.full(len(dates), np.datetime64("NaT", "ns"))
+    values[found] = closes[at[found]]
+    return pd.Series(pd.DatetimeIndex(values).tz_localize("UTC"), index=dates.index)
+
+
+def _parse_times(column: pd.Series, label: str, rows: np.ndarray, market: MarketConfig,
+                 calendar: TradingCalendar) -> pd.Series:
+    """Bar close times (UTC, ns) of a time column; NaT where a date or open time names no session.
+
+    Always-errors (naive times of day, no offset, unparseable, bare dates with intraday bars) are
+    DataErrors naming the rows.
+    """
+    name = column.name
+    daily = calendar.interval_minutes is None
     if isinstance(column.dtype, pd.DatetimeTZDtype):
-        return column.dt.tz_convert("UTC").dt.as_unit("ns")
-    if pd.api.types.is_datetime64_dtype(column.dtype):
+        times, bare = column.dt.tz_convert("UTC").dt.as_unit("ns"), np.zeros(len(column), dtype=bool)
+        dates = None
+    elif pd.api.types.is_datetime64_dtype(column.dtype) or pd.api.types.infer_dtype(column) == "date":
+        naive = pd.to_datetime(column).dt.as_unit("ns")
+        timed = (naive != naive.dt.normalize()).to_numpy()
+        if timed.any():
+            raise DataError(
+                f"{label} row(s) {_rows_text(rows[timed])}: column {name!r} is timezone-naive with a time of day "
+                f"({naive.iloc[np.flatnonzero(timed)[0]]}); store bar times with a timezone "
+                "(a tz-aware timestamp column, e.g. pandas .dt.tz_localize('UTC'))"
+            )
+        times, bare, dates = None, np.ones(len(column), dtype=bool), naive
+    else:
+        text = column.astype(str).str.strip()
+        bare = text.str.match(_DATE_PATTERN).to_numpy(dtype=bool)
+        has_zone = text.str.contains(_OFFSET_PATTERN, regex=True).to_numpy(dtype=bool)
+        unzoned = ~bare & ~has_zone
+        if unzoned.any():
+            bad = np.flatnonzero(unzoned)
+            raise DataError(
+                f"{label} row(s) {_rows_text(rows[bad])}: time {text.iloc[bad[0]]!r} has no timezone offset "
+                "(or is not ISO 8601); write it as e.g. '2025-01-02T14:35:00Z' or '2025-01-02T09:35:00-05:00'"
+            )
+        times = pd.to_datetime(text.where(~bare), utc=True, format="ISO8601", errors="coerce").dt.as_unit("ns")
+        dates = pd.to_datetime(text.where(bare), format="%Y-%m-%d", errors="coerce").dt.as_unit("ns")
+        unparsed = (times.isna().to_numpy() & ~bare) | (dates.isna().to_numpy() & bare)
+        if unparsed.any():
+            bad = np.flatnonzero(unparsed)
+            raise DataError(
+                f"{label} row(s) {_rows_text(rows[bad])}: time {text.iloc[bad[0]]!r} is not an ISO 8601 "
+                "timestamp; write it as e.g. '2025-01-02T14:35:00Z'"
+            )
+    if bare.any() and not daily:
+        bad = np.flatnonzero(bare)
         raise DataError(
-            f"{label} row 1: column 'time' is timezone-naive; store bar close times with a timezone "
-            "(a tz-aware timestamp column, e.g. pandas .dt.tz_localize('UTC'))"
+            f"{label} row(s) {_rows_text(rows[bad])}: time {str(column.iloc[bad[0]])!r} is a date without a time of "
+            f"day, which only daily bars (market.bar_interval: 1d) can use; give {market.bar_interval} bar times "
+            "with a timezone, e.g. '2025-01-02T14:35:00Z'"
         )
-    text = column.astype(str).str.strip()
-    has_zone = text.str.contains(_OFFSET_PATTERN, regex=True).to_numpy(dtype=bool)
-    if not has_zone.all():
-        bad = np.flatnonzero(~has_zone)
-        raise DataError(
-            f"{label} row(s) {_rows_text(rows[bad])}: time {text.iloc[bad[0]]!r} has no timezone offset "
-            "(or is not ISO 8601); write it as e.g. '2025-01-02T14:35:00Z' or '2025-01-02T09:35:00-05:00'"
-        )
-    times = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
-    unparsed = times.isna().to_numpy()
-    if unparsed.any():
-        bad = np.flatnonzero(unparsed)
-        raise DataError(
-            f"{label} row(s) {_rows_text(rows[bad])}: time {text.iloc[bad[0]]!r} is not an ISO 8601 "
-            "timestamp; write it as e.g. '2025-01-02T14:35:00Z'"
-        )
-    return times.dt.as_unit("ns")
+    if times is None:
+        return _session_closes(calendar, dates, "date")
+    if market.historical.time_is == "open":
+        if daily:
+            times = _session_closes(calendar, times, "open")
+        else:
+            times = times + pd.Timedelta(minutes=calendar.interval_minutes)
+    if bare.any():
+        times = times.where(~bare, _session_closes(calendar, dates.where(bare), "date"))
+    return times
 
 
-def _normalise(raw: pd.DataFrame, label: str, symbol: str | None) -> pd.DataFrame:
-    """Typed frame with columns file, row, symbol, time (UTC), open..volume (float64)."""
-    wanted = REQUIRED_COLUMNS + (("symbol",) if symbol is None else ())
+def _normalise(raw: pd.DataFrame, index_columns: list[str], label: str, symbol: str | None,
+               market: MarketConfig, calendar: TradingCalendar) -> pd.DataFrame:
+    """Typed frame with columns file, row, given, symbol, time (UTC), open..volume (float64).
+
+    ``given`` is the time as the file wrote it, for messages about rows whose time names no bar.
+    """
+    time_name = _time_column(raw, index_columns, label, market.historical.time_column)
+    wanted = BAR_FIELDS + (("symbol",) if symbol is None else ())
     missing = [c for c in wanted if c not in raw.columns]
     if missing:
         raise DataError(
             f"{label}: missing column(s) {missing}; the columns found are {list(raw.columns)}; "
-            f"every file needs {list(wanted)}"
+            f"every file needs a time column and {list(wanted)}"
         )
     rows = np.arange(1, len(raw) + 1)
-    frame = pd.DataFrame({"file": label, "row": rows})
+    frame = pd.DataFrame({"file": label, "row": rows, "given": raw[time_name].astype(str).to_numpy()})
     if symbol is None:
         frame["symbol"] = raw["symbol"].astype(str).str.strip().to_numpy()
     else:
@@ -149,7 +285,7 @@ def _normalise(raw: pd.DataFrame, label: str, symbol: str | None) -> pd.DataFram
                     f"file name's symbol {symbol!r}; one file per symbol holds only that symbol"
                 )
         frame["symbol"] = symbol
-    frame["time"] = _parse_times(raw["time"].reset_index(drop=True), label, rows)
+    frame["time"] = _parse_times(raw[time_name].reset_index(drop=True), label, rows, market, calendar)
     for name in BAR_FIELDS:
         frame[name] = pd.to_numeric(raw[name].reset_index(drop=True), errors="coerce").astype(np.float64)
     return frame
@@ -163,41 +299,40 @@ class HistoricalMarket:
     path : str or PathLike
         Directory of the files.
     market : MarketConfig
-        Calendar, bar interval and ``market.historical`` (quote_spread_bps, repair).
+        Calendar, bar interval and ``market.historical`` (quote_spread_bps,
+        repair, time_column, time_is, max_repair_share).
     symbols : sequence of str, optional
         The universe to load (default: every symbol in the directory, sorted).
-
-    Attributes
-    ----------
-    repairs : list of str
-        One line per repair made (empty when nothing needed repair).
     """
 
     def __init__(self, path: str | os.PathLike, market: MarketConfig, symbols: Sequence[str] | None = None) -> None:
         self.calendar = calendar_for(market)
         self._market = market
         self._spread_bps = market.historical.quote_spread_bps
-        self.repairs: list[str] = []
         root = Path(path).expanduser()
         if not root.is_dir():
             raise DataError(f"historical data directory {str(root)!r} does not exist; set market.historical.path")
         wanted = None if symbols is None else ((symbols,) if isinstance(symbols, str) else tuple(symbols))
         frame = self._load(root, wanted)
-        frame = self._validate(frame, market.historical.repair)
+        self._rows_read = len(frame)
+        frame, touched = self._validate(frame, market.historical.repair)
         self._symbols = wanted if wanted is not None else tuple(sorted(frame["symbol"].unique()))
-        self._align(frame)
+        self._align(frame, touched)
 
     # ------------------------------------------------------------------ loading
+
+    def _table(self, path: Path, raw: pd.DataFrame, index_columns: list[str], symbol: str | None) -> pd.DataFrame:
+        return _normalise(raw, index_columns, path.name, symbol, self._market, self.calendar)
 
     def _load(self, root: Path, wanted: tuple[str, ...] | None) -> pd.DataFrame:
         files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
         if not files:
             raise DataError(f"{root}: no .csv or .parquet files; put one file per symbol or one long file there")
-        tables: dict[Path, pd.DataFrame] = {}
+        tables: dict[Path, tuple[pd.DataFrame, list[str]]] = {}
         if len(files) == 1:
-            tables[files[0]] = raw = _read_table(files[0])
-            if "symbol" in raw.columns:
-                return self._load_long(files[0], raw, wanted)
+            tables[files[0]] = read = _read_table(files[0])
+            if "symbol" in read[0].columns:
+                return self._load_long(files[0], *read, wanted)
         by_symbol: dict[str, Path] = {}
         for p in files:
             if p.stem in by_symbol:
@@ -221,12 +356,13 @@ class HistoricalMarket:
         frames = []
         for s in chosen:
             path = by_symbol[s]
-            raw = tables[path] if path in tables else _read_table(path)
-            frames.append(_normalise(raw, path.name, s))
+            read = tables[path] if path in tables else _read_table(path)
+            frames.append(self._table(path, *read, s))
         return pd.concat(frames, ignore_index=True)
 
-    def _load_long(self, path: Path, raw: pd.DataFrame, wanted: tuple[str, ...] | None) -> pd.DataFrame:
-        frame = _normalise(raw, path.name, None)
+    def _load_long(self, path: Path, raw: pd.DataFrame, index_columns: list[str],
+                   wanted: tuple[str, ...] | None) -> pd.DataFrame:
+        frame = self._table(path, raw, index_columns, None)
         valid = frame["symbol"].str.match(SYMBOL_PATTERN.pattern).to_numpy(dtype=bool)
         if not valid.all():
             bad = np.flatnonzero(~valid)
@@ -247,67 +383,152 @@ class HistoricalMarket:
 
     # ------------------------------------------------------------------ validation
 
-    def _validate(self, frame: pd.DataFrame, repair: bool) -> pd.DataFrame:
-        """Check every rule; raise (strict) or repair and record (repair mode). See the module docstring."""
+    def _value_rules(self, frame: pd.DataFrame) -> np.ndarray:
+        """Index into RULES of the first value or calendar rule each row breaks, -1 if none; shape (rows,)."""
+        prices = frame[list(PRICE_COLUMNS)].to_numpy()
+        volume = frame["volume"].to_numpy()
+        o, h, l, c = prices.T
+        times = frame["time"]
+        on_time = times.notna().to_numpy()
+        bar_times = (self.calendar.bar_times(times.min(), times.max()) if on_time.any()
+                     else pd.DatetimeIndex([], tz="UTC"))
+        with np.errstate(invalid="ignore"):
+            broken = {
+                "NaN price": np.isnan(prices).any(axis=1),
+                "infinite value": np.isinf(prices).any(axis=1) | np.isinf(volume),
+                "non-positive price": (prices <= 0).any(axis=1),
+                "high below low": h < l,
+                "high below open/close": h < np.maximum(o, c),
+                "low above open/close": l > np.minimum(o, c),
+                "negative volume": volume < 0,
+                "missing volume": np.isnan(volume),
+                "off-calendar time": ~(on_time & times.isin(bar_times).to_numpy()),
+            }
+        rule = np.full(len(frame), -1)
+        for name, mask in broken.items():
+            rule[(rule < 0) & mask] = _RULE[name]
+        return rule
+
+    def _problem(self, k: int) -> str:
+        return RULES[k][2].format(calendar=self.calendar.code, interval=self._market.bar_interval)
+
+    def _validate(self, frame: pd.DataFrame, repair: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Check every rule; raise (strict) or repair and count (repair mode). See the module docstring.
+
+        Returns the valid rows and the (symbol, time) pairs of the bars that repairs touched.
+        """
         if frame.empty:
             raise DataError("historical data holds no rows; add bars to the files")
-        problems: list[str] = []
-
-        def note(mask: np.ndarray, what: str, fixed: str) -> None:
-            """Record rows flagged by ``mask`` of the current frame, per file."""
-            if not mask.any():
-                return
-            hits = frame.loc[mask, ["file", "row", "time"]]
-            for label, group in hits.groupby("file", sort=True):
-                rows = group["row"].to_numpy()
-                if repair:
-                    self.repairs.append(f"{label}: {fixed} {len(rows)} row(s) with {what} (rows {_rows_text(rows)})")
-                else:
-                    for row, t in zip(rows[:MAX_LISTED], group["time"].iloc[:MAX_LISTED]):
-                        problems.append(f"{label} row {row} ({t.isoformat()}): {what}")
-
+        rule = self._value_rules(frame)
         previous = frame.groupby("symbol", sort=False)["time"].shift()
-        note((frame["time"] < previous).to_numpy(), "a time earlier than the row before it", "sorted")
-        if repair:
-            frame = frame.sort_values(["symbol", "time"], kind="stable").reset_index(drop=True)
-            note(frame.duplicated(["symbol", "time"], keep="last").to_numpy(), "a duplicate time (kept the last)", "dropped")
-            frame = frame[~frame.duplicated(["symbol", "time"], keep="last")].reset_index(drop=True)
-        else:
-            note(frame.duplicated(["symbol", "time"], keep="first").to_numpy(), "a time already given in an earlier row", "")
+        unsorted = (frame["time"] < previous).to_numpy()
+        if not repair:
+            rule[(rule < 0) & unsorted] = _RULE["time out of order"]
+            again = frame.duplicated(["symbol", "time"], keep="first").to_numpy() & frame["time"].notna().to_numpy()
+            rule[(rule < 0) & again] = _RULE["duplicate time"]
+            self._raise_strict(frame, rule)
+            self._repairs = pd.DataFrame(columns=list(REPAIR_COLUMNS))
+            return frame, frame.iloc[:0][["symbol", "time"]]
 
-        prices = frame[list(PRICE_COLUMNS)].to_numpy()
-        bad_price = ~(np.isfinite(prices) & (prices > 0)).all(axis=1)
-        o, h, l, c = prices.T
-        with np.errstate(invalid="ignore"):
-            bad_range = ~bad_price & ((h < l) | (h < np.maximum(o, c)) | (l > np.minimum(o, c)))
-            bad_volume = ~(frame["volume"].to_numpy() >= 0)
-        bar_times = self.calendar.bar_times(frame["time"].min(), frame["time"].max())
-        off_calendar = ~frame["time"].isin(bar_times).to_numpy()
-        note(bad_price, "a NaN, non-numeric or non-positive price", "dropped")
-        note(bad_range, "high below low/open/close or low above open/close", "dropped")
-        note(bad_volume, "a negative or missing volume", "dropped")
-        note(
-            off_calendar,
-            f"a time that is not a {self.calendar.code} {self._market.bar_interval} bar close time",
-            "dropped",
+        frame = frame.assign(rule=rule, unsorted=unsorted)
+        frame = frame.sort_values(["symbol", "time"], kind="stable").reset_index(drop=True)
+        kept = frame["rule"].to_numpy() < 0
+        again = frame[kept].duplicated(["symbol", "time"], keep="last")
+        frame.loc[again.index[again.to_numpy()], "rule"] = _RULE["duplicate time"]
+        rule = frame["rule"].to_numpy()
+        moved = frame["unsorted"].to_numpy() & (rule < 0)  # a dropped row counts under its drop rule only
+        counted = pd.concat([
+            frame.loc[rule >= 0, ["file", "symbol"]].assign(rule=rule[rule >= 0]),
+            frame.loc[moved, ["file", "symbol"]].assign(rule=_RULE["time out of order"]),
+        ])
+        self._repairs = self._repair_table(counted)
+        self._check_repair_share(frame, rule)
+        off = _RULE["off-calendar time"]
+        touched = frame.loc[((rule >= 0) & (rule != off)) | moved, ["symbol", "time"]]
+        valid = frame[rule < 0].drop(columns=["rule", "unsorted"]).reset_index(drop=True)
+        if valid.empty:
+            raise DataError(f"historical data holds no valid rows after repair; {self.repair_summary()}")
+        return valid, touched
+
+    def _raise_strict(self, frame: pd.DataFrame, rule: np.ndarray) -> None:
+        bad = np.flatnonzero(rule >= 0)
+        if not bad.size:
+            return
+        per_rule = pd.Series([RULES[k][0] for k in rule[bad]]).value_counts(sort=False)
+        order = sorted(per_rule.index, key=_RULE.get)
+        counts = ", ".join(f"{per_rule[r]:,} {r}" for r in order)
+        listed = frame.iloc[bad].sort_values(["file", "row"], kind="stable").head(STRICT_LISTED)
+        lines = []
+        for row, k in zip(listed.itertuples(index=False), rule[listed.index.to_numpy()]):
+            when = row.time.isoformat() if pd.notna(row.time) else row.given
+            lines.append(f"{row.file} row {row.row} ({when}): {self._problem(int(k))}")
+        more = f"; and {bad.size - len(lines):,} more" if bad.size > len(lines) else ""
+        raise DataError(
+            f"historical data has {bad.size:,} bad row(s) of {len(frame):,} ({counts}): " + "; ".join(lines) + more
+            + "; fix the files or set market.historical.repair: true to repair them"
         )
-        if problems:
-            raise DataError(
-                f"historical data has {len(problems)} problem(s): " + "; ".join(problems[:MAX_LISTED])
-                + ("; ..." if len(problems) > MAX_LISTED else "")
-                + "; fix the files or set market.historical.repair: true to repair them"
-            )
-        frame = frame[~(bad_price | bad_range | bad_volume | off_calendar)].reset_index(drop=True)
-        if frame.empty:
-            raise DataError(
-                "historical data holds no valid rows after repair; the repairs made: " + "; ".join(self.repairs)
-            )
-        return frame
+
+    @staticmethod
+    def _repair_table(counted: pd.DataFrame) -> pd.DataFrame:
+        """Rows repaired per (symbol, rule), rules in RULES order; columns REPAIR_COLUMNS."""
+        if counted.empty:
+            return pd.DataFrame(columns=list(REPAIR_COLUMNS))
+        table = counted.groupby(["symbol", "rule"], sort=True).size().rename("rows").reset_index()
+        table["action"] = [RULES[k][1] for k in table["rule"]]
+        table["rule"] = [RULES[k][0] for k in table["rule"]]
+        return table[list(REPAIR_COLUMNS)].astype({"rows": np.int64})
+
+    def _check_repair_share(self, frame: pd.DataFrame, rule: np.ndarray) -> None:
+        """DataError when a symbol (in its file) would lose more than max_repair_share of its rows."""
+        limit = self._market.historical.max_repair_share
+        lost = frame.assign(dropped=rule >= 0).groupby(["file", "symbol"], sort=True)["dropped"].agg(["sum", "size"])
+        share = lost["sum"] / lost["size"]
+        over = share[share > limit]
+        if over.empty:
+            return
+        file, symbol = over.index[0]
+        mine = (frame["file"].to_numpy() == file) & (frame["symbol"].to_numpy() == symbol) & (rule >= 0)
+        worst = pd.Series(rule[mine]).value_counts()
+        dropped, total = int(lost.loc[(file, symbol), "sum"]), int(lost.loc[(file, symbol), "size"])
+        others = f" ({len(over) - 1} more symbol(s) over the limit)" if len(over) > 1 else ""
+        raise DataError(
+            f"{file} ({symbol}): repair would drop {dropped:,} of {total:,} rows ({share.iloc[0]:.1%}), more than "
+            f"market.historical.max_repair_share = {limit:g}{others}; most by {RULES[int(worst.index[0])][0]!r} "
+            f"({int(worst.iloc[0]):,} rows: {self._problem(int(worst.index[0]))}); fix the file, or raise "
+            "market.historical.max_repair_share to accept the loss"
+        )
+
+    @property
+    def repairs(self) -> pd.DataFrame:
+        """Rows repaired, one line per (symbol, rule): columns symbol, rule, rows, action ("dropped", "sorted").
+
+        Empty (those columns, no rows) when nothing needed repair or with ``repair: false``.
+        """
+        return self._repairs.copy()
+
+    def repair_summary(self) -> str:
+        """One line on the repairs: rows dropped and sorted per rule, and per symbol."""
+        table = self._repairs
+        if table.empty:
+            return f"no repairs: {self._rows_read:,} rows as given"
+        parts = []
+        for action in ("dropped", "sorted"):
+            of = table[table["action"] == action]
+            if not of.empty:
+                by_rule = of.groupby("rule", sort=False)["rows"].sum()
+                by_rule = by_rule.iloc[np.argsort([_RULE[r] for r in by_rule.index], kind="stable")]
+                parts.append(f"{action} {int(of['rows'].sum()):,} (" + ", ".join(
+                    f"{r} {int(n):,}" for r, n in by_rule.items()) + ")")
+        by_symbol = table.groupby("symbol", sort=True)["rows"].sum()
+        listed = ", ".join(f"{s} {int(n):,}" for s, n in by_symbol.iloc[:MAX_LISTED].items())
+        more = f" and {len(by_symbol) - MAX_LISTED} more" if len(by_symbol) > MAX_LISTED else ""
+        return (f"repaired rows of {len(by_symbol)} symbol(s) among {self._rows_read:,} rows read: "
+                + "; ".join(parts) + f"; by symbol {listed}{more}")
 
     # ------------------------------------------------------------------ alignment
 
-    def _align(self, frame: pd.DataFrame) -> None:
-        """Dense (T, N) arrays on the calendar's bar times; per-session dollar volume (S, N)."""
+    def _align(self, frame: pd.DataFrame, touched: pd.DataFrame) -> None:
+        """Dense (T, N) arrays on the calendar's bar times; the repaired mask (T, N); session dollar volume (S, N)."""
         times = self.calendar.bar_times(frame["time"].min(), frame["time"].max())
         self._times = times
         self._times_ns = times.as_unit("ns").asi8
@@ -319,6 +540,12 @@ class HistoricalMarket:
             arr = np.full((n_bars, n_sym), np.nan)
             arr[rows, cols] = frame[name].to_numpy()
             self._fields[name] = arr
+        # a touched bar outside the valid rows' span has no row of its own: nothing to mark there
+        touched_rows = times.get_indexer(pd.DatetimeIndex(touched["time"]))
+        touched_cols = pd.Categorical(touched["symbol"], categories=list(self._symbols)).codes
+        inside = (touched_rows >= 0) & (touched_cols >= 0)
+        self._repaired = np.zeros((n_bars, n_sym), dtype=bool)
+        self._repaired[touched_rows[inside], touched_cols[inside]] = True
 
         sessions = self.calendar.sessions(times[0], times[-1])
         closes = pd.DatetimeIndex(sessions["close"]).as_unit("ns").asi8
@@ -359,13 +586,27 @@ class HistoricalMarket:
         before ``first_time`` or after ``last_time`` is a DataError.
         """
         syms, cols = resolve_columns(self._symbols, symbols)
+        return self._panel(syms, cols, self._window(start, end))
+
+    def repaired(self, symbols, start, end) -> np.ndarray:
+        """(T, N) bool over the rows and columns of ``bars(symbols, start, end)``: True where repair touched the bar.
+
+        A bar is touched when a row of its symbol and time was dropped (its bar is then NaN) or
+        sorted, or when a duplicate of it was dropped. Bars the files never had are False (and
+        NaN in ``bars``); so are off-calendar rows, which belong to no bar.
+        """
+        _, cols = resolve_columns(self._symbols, symbols)
+        return self._repaired[self._window(start, end)][:, cols]
+
+    def _window(self, start, end) -> slice:
+        """Rows of the bars closing in [start, end]; a DataError for a window the data cannot serve."""
         lo, hi = ns_of(start), ns_of(end)
         if hi < lo:
             raise DataError(f"bar window end {pd.Timestamp(hi, tz='UTC')} is before its start {pd.Timestamp(lo, tz='UTC')}")
         self._check(lo, hi)
         first = int(np.searchsorted(self._times_ns, lo, side="left"))
         stop = int(np.searchsorted(self._times_ns, hi, side="right"))
-        return self._panel(syms, cols, slice(first, stop))
+        return slice(first, stop)
 
     def bars_ending_at(self, symbols, end, count: int) -> BarPanel:
         """The last ``count`` calendar bars with close time <= ``end``, shape (count, N)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from foxlive_core.calendar import TradingCalendar, regular_session_minutes, to_utc
+from foxlive_core.calendar import TradingCalendar, _xcal, _xcal_from, regular_session_minutes, to_utc
 from foxlive_core.errors import DataError
 
 XNYS5 = TradingCalendar("XNYS", 5)
@@ -53,3 +53,37 @@ def test_session_date_and_naive_times_refused():
         to_utc("2025-03-03 15:00")
     with pytest.raises(DataError, match="not inside any session"):
         XNYS5.session_date("2025-03-01T15:00Z")  # a Saturday
+
+
+def test_sessions_before_the_default_range_come_from_an_extended_calendar():
+    # exchange-calendars' default XNYS range starts 2006-12-04; 1995 must still have its real sessions.
+    daily = TradingCalendar("XNYS", None)
+    # 3 July 1995 closed early at 13:00 EDT (17:00Z), 4 July was a holiday, 5 July closed at 16:00 EDT
+    assert list(daily.bar_times("1995-07-01T00:00Z", "1995-07-06T00:00Z")) == [
+        pd.Timestamp("1995-07-03T17:00Z"), pd.Timestamp("1995-07-05T20:00Z")]
+    # Tuesday 3 Jan 1995 at 09:45 EST: 3 bars today, 2 from Friday 30 Dec 1994 (2 Jan was the New Year holiday)
+    times = XNYS5.bars_ending_at("1995-01-03T14:45Z", 5)
+    assert list(times[:2]) == [pd.Timestamp("1994-12-30T20:55Z"), pd.Timestamp("1994-12-30T21:00Z")]
+    assert XNYS5.session_date("1998-03-02T21:00Z") == pd.Timestamp("1998-03-02")
+
+
+def test_one_cached_calendar_object_per_code_and_start():
+    nineties = _xcal_from("XNYS", pd.Timestamp("1995-06-29"))
+    assert nineties is _xcal_from("XNYS", pd.Timestamp("1999-12-31")) is _xcal("XNYS", "1990-01-01")
+    assert nineties.first_session == pd.Timestamp("1990-01-02")
+    assert _xcal_from("XNYS", pd.Timestamp("2024-01-02")) is _xcal("XNYS")  # inside the default range
+
+
+def test_24_5_has_no_weekend_bars():
+    fx = TradingCalendar("24/5", 60)
+    times = fx.bar_times("2025-01-03T00:30Z", "2025-01-06T23:59Z")  # Friday 3 Jan to Monday 6 Jan 2025
+    assert len(times) == 24 + 23  # Friday's bars closing 01:00Z .. 24:00Z, Monday's closing 01:00Z .. 23:00Z
+    # Friday's last bar covers 23:00-24:00Z, labelled by its close; the next bar is Monday's first
+    assert times[23] == pd.Timestamp("2025-01-04T00:00Z") and times[24] == pd.Timestamp("2025-01-06T01:00Z")
+    assert ((times - pd.Timedelta(hours=1)).day_of_week < 5).all()  # every bar opens on a weekday
+    assert len(fx.bar_times("2025-01-04T00:01Z", "2025-01-06T00:00Z")) == 0  # nothing closes in the weekend
+    assert list(fx.sessions("2025-01-03T12:00Z", "2025-01-07T12:00Z").index) == [
+        pd.Timestamp(d) for d in ("2025-01-03", "2025-01-06", "2025-01-07")]
+    daily = TradingCalendar("24/5", None)
+    assert list(daily.bar_times("2025-01-03T00:30Z", "2025-01-07T00:00Z")) == [
+        pd.Timestamp("2025-01-04T00:00Z"), pd.Timestamp("2025-01-07T00:00Z")]

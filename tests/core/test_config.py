@@ -28,6 +28,8 @@ def test_shipped_config_holds_pipeline_defaults(make_config):
     assert (cfg.risk.daily_loss_limit, cfg.risk.drawdown_limit) == (0.02, 0.10)
     assert (cfg.broker.starting_cash, cfg.broker.slippage_bps, cfg.broker.fee_bps) == (100000.0, 5.0, 1.0)
     assert len(cfg.symbols) == 50
+    hist = cfg.market.historical
+    assert (hist.repair, hist.time_column, hist.time_is, hist.max_repair_share) == (True, None, "close", 0.05)
 
 
 def test_a_changed_yaml_value_reaches_the_config(make_config):
@@ -56,6 +58,8 @@ def test_a_changed_yaml_value_reaches_the_config(make_config):
         ({"engine": {"history_bars": 50}}, "engine.history_bars: 50 is too short"),
         ({"market": {"simulated": {"adv_min_dollars": "5.0e6"}}}, "write the exponent with a sign"),
         ({"market": {"source": "historical"}}, "market.historical.path: required"),
+        ({"market": {"historical": {"time_is": "middle"}}}, "market.historical.time_is: 'middle' is not allowed"),
+        ({"market": {"historical": {"max_repair_share": 1.5}}}, "market.historical.max_repair_share: 1.5 is out of range"),
     ],
 )
 def test_bad_values_name_the_key(make_config, overrides, fragment):

@@ -130,11 +130,18 @@ def main(argv=None, overrides: dict | None = None) -> int:
         return 130
 
 
+def _print_repairs(market) -> None:
+    """Historical data: say what loading repaired (foxlive_core.data.historical), so no repair is silent."""
+    if hasattr(market, "repair_summary"):
+        print(f"market data: {market.repair_summary()}")
+
+
 def cmd_train(cfg, args) -> int:
     from foxlive_core.models.training import train_models
     from foxlive_core.runtime import make_market
 
     market = make_market(cfg)
+    _print_repairs(market)
     end = _resolve(market, args.end, end_of_day=True) if args.end is not None else None
     result = train_models(cfg, market, end, activate=not args.no_activate, progress=not args.quiet)
     table = result.metrics_table()
@@ -184,6 +191,7 @@ def cmd_replay(cfg, args) -> int:
     from foxlive_core.runtime import open_engine
 
     engine = open_engine(cfg)
+    _print_repairs(engine.market)
     start = _resolve(engine.market, args.start, end_of_day=False)
     end = _resolve(engine.market, args.end, end_of_day=True)
     engine.replay(args.book, start, end, progress=not args.quiet)

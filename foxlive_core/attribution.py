@@ -247,6 +247,12 @@ class SignalAttribution:
         }
 
 
+def traded_horizon(report: dict) -> str | None:
+    """The horizon the book's entries were chosen at most often in ``report``, None without entries."""
+    entries = {e["horizon"]: e["entries"] for e in report["entries"]}
+    return max(entries, key=entries.get) if any(entries.values()) else None
+
+
 def t_statistic(values: np.ndarray) -> float | None:
     """mean / (std / sqrt(n)) with ddof=1; None for fewer than 3 values or no dispersion."""
     values = np.asarray(values, dtype=np.float64)

@@ -336,14 +336,15 @@ def print_capture(engine, book: str, start, end) -> None:
     book chose most, and replays the same cycles on an oracle that knows the planted signal
     (book ``<book>_oracle``) to say how much of the oracle's P&L the models' book captured.
     """
+    from foxlive_core.attribution import traded_horizon
     from foxlive_core.signal_capture import oracle_inputs
 
     report = engine.store.attribution(book)
-    entries = {e["horizon"]: e["entries"] for e in report["entries"]}
-    if not any(entries.values()):
+    traded = traded_horizon(report)
+    if traded is None:
         print("  no entries: the models' alphas never cleared the costs")
         return
-    traded = max(entries, key=entries.get)
+    entries = {e["horizon"]: e["entries"] for e in report["entries"]}
     rows = [r for r in report["stage_ic"] if r["horizon"] == traded and r["mean_ic"] is not None]
     raw = max((r for r in rows if r["stage"] == "raw"), key=lambda r: r["mean_ic"])
     arb = next(r for r in rows if r["stage"] == "arbitrated")

@@ -417,6 +417,7 @@ def decide(
         "gross_scale": np.full(N, sized.gross_scale),
         "current_weight": cw,
         "held_horizon": held_h,
+        "increases": trading & increases,
         "target_weight": final,
         "risk_allowed": risk.allowed,
         "risk_reason": risk.reason,

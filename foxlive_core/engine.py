@@ -428,7 +428,7 @@ class TradingEngine:
             net_exposure=r.net_exposure, drawdown=r.drawdown, daily_return=r.daily_return,
             n_trade=counts["TRADE"], n_hold=counts["HOLD"], n_blocked=counts["BLOCKED"],
             n_orders=len(r.orders), n_fills=len(fills), fees=float(sum(f.fee for f in fills)),
-            traded_notional=float(sum(f.notional for f in fills)), halted=r.halted, summary=summary,
+            traded_notional=float(sum(f.notional for f in fills)), summary=summary,
             decisions=decisions, orders=orders, trace_blob=pack_trace(r),
         )
 
@@ -487,13 +487,11 @@ class TradingEngine:
     def _attribute(self, attribution: SignalAttribution, result: CycleResult) -> None:
         """Feed one cycle's stage outputs and fills to the replay's signal attribution."""
         tr = result.decision.trace
-        cur, tgt = tr["current_weight"], result.decision.target_weight
-        traded = result.decision.shares != 0
-        entering = traded & ((np.abs(tgt) > np.abs(cur)) | (np.sign(tgt) * np.sign(cur) < 0))
         fills = [(self._column[r.symbol], r.fill.signed_quantity, r.fill.price, r.fill.fee)
                  for r in result.results if r.fill is not None]
         attribution.update(tr["raw_pred"], tr["zscore"], tr["calibrated"], tr["alpha_bps"], tr["best_horizon"],
-                           tgt, tr["price"], fills, entering)
+                           result.decision.target_weight, tr["price"], fills,
+                           tr["increases"] & (result.decision.shares != 0))  # a rejected order entered nothing
 
     def batch_inputs(self, times: pd.DatetimeIndex, chunk_sessions: int = 5):
         """Yield the CycleInputs of each time, loading bars, features and predictions a few sessions at a time."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from foxlive_core.attribution import traded_horizon
 from foxlive_core.config import FoxliveConfig
 from foxlive_core.engine import TradingEngine
 from foxlive_core.models.store import ModelStore
@@ -48,11 +49,11 @@ def planted_config(cfg: FoxliveConfig, strength: float) -> FoxliveConfig:
 
 def oracle_inputs(engine: TradingEngine, times: pd.DatetimeIndex, chunk_sessions: int = 5):
     """The engine's CycleInputs over ``times`` with every family's prediction replaced by the oracle's."""
-    bars = engine.info.horizon_bars
+    # (H, C, N) over the whole range at once; the calendar's bars in [first, last] are exactly ``times``.
+    expected = np.expm1(engine.market.planted_expected_return(engine.symbols, times[0], times[-1], engine.info.horizon_bars))
     n_fam = len(engine.info.families)
-    for inputs in engine.batch_inputs(times, chunk_sessions):
-        expected = engine.market.planted_expected_return(engine.symbols, inputs.time, inputs.time, bars)[:, 0]
-        yield dataclasses.replace(inputs, raw_pred=np.broadcast_to(np.expm1(expected), (n_fam, *expected.shape)).copy())
+    for c, inputs in enumerate(engine.batch_inputs(times, chunk_sessions)):
+        yield dataclasses.replace(inputs, raw_pred=np.broadcast_to(expected[:, c], (n_fam, *expected.shape[::2])).copy())
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,7 @@ def capture(cfg: FoxliveConfig, strength: float, sessions: int, symbols=None, cl
     perf = performance(store.cycles("capture_models"), cfg.broker.starting_cash, bars_per_year)
     oracle = performance(store.cycles("capture_oracle"), cfg.broker.starting_cash, bars_per_year)
     report = store.attribution("capture_models")
-    chosen = {e["horizon"]: e["entries"] for e in report["entries"]}
-    traded = max(chosen, key=chosen.get) if any(chosen.values()) else cfg.horizon_names[-1]
+    traded = traded_horizon(report) or cfg.horizon_names[-1]
 
     close = market.bars(symbols, start, end).close
     expected = market.planted_expected_return(symbols, start, end, engine.info.horizon_bars)

@@ -183,7 +183,6 @@ class CycleRecord:
     n_fills: int
     fees: float
     traded_notional: float
-    halted: bool
     summary: dict
     decisions: list[tuple]  # (symbol, decision, reason, horizon, alpha_bps, score, target_weight, shares)
     orders: list[tuple]  # (client_order_id, symbol, side, quantity, filled, status, price, fee, reject_reason)

@@ -26,7 +26,7 @@ def write_cycle(store, book: str, t, daily_return: float = 0.0, drawdown: float 
     store.commit_cycle(state, CycleRecord(
         cycle_time=pd.Timestamp(t), portfolio_value=value, cash=state.cash, gross_exposure=0.0, net_exposure=0.0,
         drawdown=drawdown, daily_return=daily_return, n_trade=0, n_hold=0, n_blocked=0, n_orders=0, n_fills=0,
-        fees=0.0, traded_notional=0.0, halted=state.halted, summary={}, decisions=[], orders=[],
+        fees=0.0, traded_notional=0.0, summary={}, decisions=[], orders=[],
     ))
 
 

@@ -28,15 +28,19 @@ the mean signed move over the next 1, 3 and 12 bars measured from the mid and
 from the fill price, against what each fill paid.
 
 :class:`SignalAttribution` is fed one cycle at a time and keeps only the last
-``max(h) + 1`` cycles of stage values, so memory does not grow with the replay.
+``max(h) + 1`` cycles of stage values (and one row of ICs per cycle), so its
+memory barely grows with the replay; :meth:`SignalAttribution.snapshot` and
+:meth:`~SignalAttribution.restore` carry it across a resumed replay.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
 
+from foxlive_core.errors import StateError
 from foxlive_core.pipeline.confidence import cross_sectional_ic
 
 STAGES_PER_FAMILY = ("raw", "standardised", "confidence")
@@ -123,22 +127,24 @@ class SignalAttribution:
         self._values[slot] = stacked
         self._price[slot] = price
         self._ic.append(np.full(len(self.rows), np.nan))
-        for h in range(H):
-            lag = int(self.bars[h])
-            if c < lag:
-                continue
-            then = (c - lag) % self._ring_len
+        # Every horizon whose lag has matured meets its realised return in one ranking call.
+        matured = [h for h in range(H) if c >= int(self.bars[h])]
+        if matured:
+            thens = [(c - int(self.bars[h])) % self._ring_len for h in matured]
             with np.errstate(divide="ignore", invalid="ignore"):
-                realised = price / self._price[then] - 1.0
-            rows = self._by_horizon[h]
-            values = self._values[then][[self.rows[i].source for i in rows]]
-            self._ic[c - lag][rows] = cross_sectional_ic(values, realised[None], MIN_SYMBOLS)
-            if (c - lag) % lag == 0:
-                x = self._values[then][len(STAGES_PER_FAMILY) * F * H + h]
-                y = realised * 1e4
-                ok = np.isfinite(x) & np.isfinite(y)
-                x, y = x[ok], y[ok]
-                self._calib[h] += (len(x), x.sum(), y.sum(), x @ x, x @ y, y @ y)
+                realised = price[None] / self._price[thens] - 1.0  # (M, N)
+            values = np.stack([self._values[then][[self.rows[i].source for i in self._by_horizon[h]]]
+                               for h, then in zip(matured, thens)])  # (M, per_h, N)
+            ic = cross_sectional_ic(values, realised[:, None], MIN_SYMBOLS)  # (M, per_h)
+            for j, h in enumerate(matured):
+                lag = int(self.bars[h])
+                self._ic[c - lag][self._by_horizon[h]] = ic[j]
+                if (c - lag) % lag == 0:
+                    x = self._values[thens[j]][len(STAGES_PER_FAMILY) * F * H + h]
+                    y = realised[j] * 1e4
+                    ok = np.isfinite(x) & np.isfinite(y)
+                    x, y = x[ok], y[ok]
+                    self._calib[h] += (len(x), x.sum(), y.sum(), x @ x, x @ y, y @ y)
         self._record_fills(c, price, fills)
         if entering is not None:
             enter = np.asarray(entering) & (best >= 0)
@@ -178,6 +184,53 @@ class SignalAttribution:
             if k < max(FILL_LAGS):
                 keep.append(entry)
         self._fills = keep
+
+    # ------------------------------------------------------------------ resuming
+
+    def snapshot(self) -> bytes:
+        """The running state as one .npz blob (no pickles), for :meth:`restore` in a resumed replay."""
+        fills = self._fills
+        arrays = {
+            "cycles": np.array(self.cycles),
+            "ic": np.array(self._ic) if self._ic else np.empty((0, len(self.rows))),
+            "calib": self._calib,
+            "fill_costs": np.array(self._fill_costs, dtype=np.float64),
+            "chosen": self._chosen,
+            "entries_with_models": self._entries_with_models,
+            "open_fill_cycle": np.array([f[0] for f in fills], dtype=np.int64),
+            "open_fill_count": np.array([len(f[1]) for f in fills], dtype=np.int64),
+            "open_fill_idx": np.concatenate([f[1] for f in fills]) if fills else np.empty(0, dtype=np.intp),
+            "open_fill_values": (np.concatenate([np.stack(f[2:]) for f in fills], axis=1) if fills
+                                 else np.empty((4, 0))),
+        }
+        for k, (from_mid, from_fill) in self._fill_moves.items():
+            arrays[f"moves_{k}"] = np.array([from_mid, from_fill], dtype=np.float64).reshape(2, -1)
+        if self._values is not None:
+            arrays["values"], arrays["price"] = self._values, self._price
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    def restore(self, blob: bytes) -> None:
+        """Continue from a :meth:`snapshot` of an attribution over the same horizons and families."""
+        z = np.load(io.BytesIO(blob), allow_pickle=False)
+        if z["ic"].shape[1:] != (len(self.rows),):
+            raise StateError("the stored signal attribution has other horizons or families; replay the book afresh")
+        self.cycles = int(z["cycles"])
+        self._ic = list(z["ic"])
+        self._calib = z["calib"].copy()
+        self._fill_costs = z["fill_costs"].tolist()
+        self._chosen = z["chosen"].copy()
+        self._entries_with_models = z["entries_with_models"].copy()
+        bounds = np.cumsum(np.r_[0, z["open_fill_count"]])
+        values = z["open_fill_values"]
+        self._fills = [
+            (int(c), z["open_fill_idx"][a:b], *values[:, a:b])
+            for c, a, b in zip(z["open_fill_cycle"], bounds[:-1], bounds[1:])
+        ]
+        self._fill_moves = {k: (z[f"moves_{k}"][0].tolist(), z[f"moves_{k}"][1].tolist()) for k in FILL_LAGS}
+        if "values" in z.files:
+            self._values, self._price = z["values"].copy(), z["price"].copy()
 
     # ------------------------------------------------------------------ results
 

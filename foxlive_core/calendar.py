@@ -139,11 +139,25 @@ class TradingCalendar:
     def session_date(self, ts) -> pd.Timestamp:
         """The session (exchange date, tz-naive) that a bar closing at ``ts`` belongs to."""
         t = to_utc(ts)
-        s = self.sessions(t - pd.Timedelta(days=1), t + pd.Timedelta(days=1))
-        hit = s[(s["open"] < t) & (s["close"] >= t)]
-        if hit.empty:
-            raise DataError(f"calendar {self.code}: {t} is not inside any session")
-        return hit.index[0]
+        return pd.Timestamp(self.session_dates(pd.DatetimeIndex([t]))[0])
+
+    def session_dates(self, times: pd.DatetimeIndex) -> np.ndarray:
+        """Session date (datetime64[D]) of each bar close in ``times`` (UTC, ascending), from one calendar lookup."""
+        if len(times) == 0:
+            return np.empty(0, dtype="datetime64[D]")
+        times = pd.DatetimeIndex(times)
+        s = self.sessions(times[0] - pd.Timedelta(days=1), times[-1] + pd.Timedelta(days=1))
+        closes = s["close"].to_numpy(dtype="datetime64[ns]")
+        opens = s["open"].to_numpy(dtype="datetime64[ns]")
+        t = times.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[ns]")
+        # A bar belongs to the first session closing at or after it, if that session has opened before it.
+        i = np.searchsorted(closes, t, side="left")
+        inside = i < len(closes)
+        inside[inside] = opens[i[inside]] < t[inside]
+        if not inside.all():
+            bad = times[~inside][0]
+            raise DataError(f"calendar {self.code}: {bad} is not inside any session")
+        return s.index.to_numpy(dtype="datetime64[D]")[i]
 
     # -- bars
 

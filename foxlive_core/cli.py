@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="replay past cycles on a separate book")
     rp.add_argument("--start", type=_time_arg, required=True)
     rp.add_argument("--end", type=_time_arg, required=True)
-    rp.add_argument("--book", default="replay")
+    rp.add_argument("--book", default=None, help="replay book (default: the config's replay_book)")
+    rp.add_argument("--resume", action="store_true",
+                    help="continue the book after its last committed cycle instead of restarting it")
     rp.add_argument("--quiet", action="store_true")
 
     s = sub.add_parser("status", help="book value, positions, halt state, last cycle")
@@ -99,13 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--operator", required=True)
     rs.add_argument("--book")
 
-    e = sub.add_parser("explain", help="why a symbol did what it did in the book's last cycle")
+    e = sub.add_parser("explain", help="why a symbol did what it did in a cycle of the book (default: the last)")
     e.add_argument("symbol")
     e.add_argument("--book")
+    e.add_argument("--at", type=_time_arg, default=None, help="the book's cycle at or before this time (default: its last)")
     e.add_argument("--json", action="store_true")
 
     a = sub.add_parser("attribution", help="stage-by-stage realised IC of a replay: where the models' edge is kept or lost")
-    a.add_argument("--book", default="replay")
+    a.add_argument("--book", default=None, help="replay book (default: the config's replay_book)")
     a.add_argument("--json", action="store_true")
 
     d = sub.add_parser("demo", help="train on simulated history, replay a month of cycles, print the results")
@@ -194,8 +197,17 @@ def cmd_replay(cfg, args) -> int:
     _print_repairs(engine.market)
     start = _resolve(engine.market, args.start, end_of_day=False)
     end = _resolve(engine.market, args.end, end_of_day=True)
-    engine.replay(args.book, start, end, progress=not args.quiet)
-    print_performance(cfg, engine.store, args.book, engine.market)
+    book = args.book or cfg.replay_book
+    try:
+        summary = engine.replay(book, start, end, resume=args.resume, progress=not args.quiet)
+    except KeyboardInterrupt:
+        last = engine.store.last_cycle(book) if engine.store.exists(book) else None
+        where = f"after its cycle at {last['cycle_time']}" if last else "empty"
+        print(f"\ninterrupted: book {book} is stored {where}; `foxlive replay ... --book {book} --resume` continues it")
+        return 130
+    if summary.resumed_after is not None:
+        print(f"resumed book {book} after {summary.resumed_after}: {summary.cycles} more cycles")
+    print_performance(cfg, engine.store, book, engine.market)
     return 0
 
 
@@ -272,17 +284,17 @@ def cmd_resume(cfg, args) -> int:
 
 
 def cmd_explain(cfg, args) -> int:
-    from foxlive_core.explain import render, to_json, trace_row, unpack_trace
+    from foxlive_core.explain import render, to_json, trace_row
     from foxlive_core.state import StateStore
 
     store = StateStore(cfg.state_path)
     book = args.book or cfg.book
-    blob = store.last_trace(book)
-    if blob is None:
-        raise StateError(f"book {book!r} has no cycle to explain yet; run a cycle first (known books: {store.books()})")
-    cycle = unpack_trace(blob)
+    cycle = store.cycle_trace(book, args.at)
+    if cycle is None:
+        when = f"at or before {args.at}" if args.at is not None else "yet"
+        raise StateError(f"book {book!r} has no cycle {when} to explain; run or replay cycles first (known books: {store.books()})")
     if args.symbol not in cycle.symbols:
-        raise DataError(f"symbol {args.symbol!r} was not in book {book!r}'s last cycle ({len(cycle.symbols)} symbols, e.g. {list(cycle.symbols[:5])})")
+        raise DataError(f"symbol {args.symbol!r} was not in book {book!r}'s cycle at {cycle.time} ({len(cycle.symbols)} symbols, e.g. {list(cycle.symbols[:5])})")
     row = trace_row(cycle, args.symbol)
     print(to_json(row) if args.json else render(row))
     return 0
@@ -295,9 +307,10 @@ def cmd_attribution(cfg, args) -> int:
     from foxlive_core.state import StateStore
 
     store = StateStore(cfg.state_path)
-    report = store.attribution(args.book)
+    book = args.book or cfg.replay_book
+    report = store.attribution(book)
     if report is None:
-        raise StateError(f"book {args.book!r} has no signal attribution; replay it first (`foxlive replay --book {args.book} ...`)")
+        raise StateError(f"book {book!r} has no signal attribution; replay it first (`foxlive replay --book {book} ...`)")
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0
 

@@ -38,6 +38,7 @@ class CycleInputs:
     """Everything a cycle decides from, gathered before any stage runs.
 
     time : cycle time (UTC bar close)
+    session : the exchange session date of ``time``, 'YYYY-MM-DD'
     symbols : N symbols
     window_times : DatetimeIndex (L,), the bars of the window, last = ``time``
     close : (L, N) closes of the window after missing-bar filling
@@ -52,6 +53,7 @@ class CycleInputs:
     """
 
     time: pd.Timestamp
+    session: str
     symbols: tuple[str, ...]
     window_times: pd.DatetimeIndex
     close: np.ndarray
@@ -388,9 +390,9 @@ def decide(
         "stability": stab,
         "confidence": conf,
         "calibrated": calibrated,
-        "blend_weights": weights,
+        "blend_weights": np.moveaxis(weights, -1, 1),  # (H, Fam, N): every trace array ends with the symbol axis
         "blended_bps": blended,
-        "calibration_slope": kappa,
+        "calibration_slope": np.broadcast_to(kappa[:, None], (H, N)),
         "alpha_bps": alpha,
         "sigma_h_bps": sigma_h * 1e4,
         "impact_bps": impact,

@@ -16,7 +16,9 @@ against the bar: a quote older than one bar is stale. A real-time quote feed
 
 from __future__ import annotations
 
+import dataclasses
 import time as _time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -32,9 +34,10 @@ from foxlive_core.data.protocol import MarketData
 from foxlive_core.data.types import BarPanel
 from foxlive_core.decide import BLOCKED, HOLD, TRADE, CycleInputs, Decision, ModelInfo, Portfolio, align_buffers, decide
 from foxlive_core.errors import DataError, StateError
-from foxlive_core.explain import pack_trace
+from foxlive_core.cycle_table import CycleTableWriter
 from foxlive_core.features import FEATURE_NAMES, build_features, fill_missing_bars, required_history_bars
 from foxlive_core.models.store import ModelSet
+from foxlive_core.pipeline.arbitrate import select_horizon
 from foxlive_core.pipeline.risk_checks import portfolio_risk
 from foxlive_core.state import BookState, CycleRecord, StateStore, lock_owner
 
@@ -125,6 +128,72 @@ class CycleResult:
         from foxlive_core.explain import render
 
         return render(self.trace_row(symbol))
+
+
+@dataclass
+class ReplaySummary:
+    """What a replay did, in totals; its cycles, orders and decisions are in the store.
+
+    ``last`` is the last cycle's full result (for a glance at the book's end);
+    ``resumed_after`` the last cycle committed before this replay continued the book.
+    """
+
+    book: str
+    start_value: float
+    resumed_after: pd.Timestamp | None = None
+    cycles: int = 0
+    first: pd.Timestamp | None = None
+    last_time: pd.Timestamp | None = None
+    orders: int = 0
+    fills: int = 0
+    counts: dict = field(default_factory=lambda: {"TRADE": 0, "HOLD": 0, "BLOCKED": 0})
+    end_value: float | None = None
+    commits: int = 0
+    halted: bool = False
+    halt_reason: str = ""
+    elapsed_s: float = 0.0
+    last: CycleResult | None = None
+
+    def add(self, result: CycleResult) -> None:
+        self.cycles += 1
+        self.first = self.first or result.time
+        self.last_time = result.time
+        self.orders += len(result.orders)
+        self.fills += sum(r.fill is not None for r in result.results)
+        for k, v in result.counts.items():
+            self.counts[k] += v
+        self.end_value = result.portfolio_value
+        self.last = result
+
+
+class _Chunk:
+    """The cycles of a replay since its last commit."""
+
+    def __init__(self, symbols, info: ModelInfo) -> None:
+        self._symbols, self._info = symbols, info
+        self.clear()
+
+    def clear(self) -> None:
+        self.sessions: list[str] = []
+        self.records: list[CycleRecord] = []
+        self.events: list = []
+        self.table = CycleTableWriter(self._symbols, self._info.horizons, self._info.families)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def sessions_before(self, session: str) -> int:
+        """How many whole sessions the chunk holds before a cycle of ``session`` joins it."""
+        if not self.sessions:
+            return 0
+        return len(self.sessions) if session != self.sessions[-1] else len(self.sessions) - 1
+
+    def add(self, session: str, result: CycleResult, record: CycleRecord, events: list) -> None:
+        if not self.sessions or self.sessions[-1] != session:
+            self.sessions.append(session)
+        self.records.append(record)
+        self.events.extend(events)
+        self.table.add(result.time, result.model_run_id, result.decision, result.decision.trace)
 
 
 def load_cycle_bars(cfg: FoxliveConfig, market: MarketData, symbols, times: pd.DatetimeIndex) -> BarPanel:
@@ -231,11 +300,13 @@ class TradingEngine:
         """Yield each cycle's CycleInputs from the batch pieces above."""
         filled = fill_missing_bars(panel, self.cfg.market.max_fill_bars)
         rows = panel.times.get_indexer(times)
+        sessions = self.market.calendar.session_dates(times).astype(str)
         L = self.history_bars
         for c, t in enumerate(times):
             lo = max(0, rows[c] + 1 - L)
             window = slice(lo, rows[c] + 1)
-            yield self._inputs_from(t, panel.rows(window), filled.rows(window), X[c], pred[:, :, c, :], barrier[:, :, c, :])
+            yield self._inputs_from(t, sessions[c], panel.rows(window), filled.rows(window), X[c], pred[:, :, c, :],
+                                    barrier[:, :, c, :])
 
     def gather_inputs(self, time) -> CycleInputs:
         """Inputs of the single cycle at bar time ``time`` (the live path)."""
@@ -245,7 +316,7 @@ class TradingEngine:
         pred, barrier = self.predict(X)
         return next(self.iter_inputs(times, panel, X, pred, barrier))
 
-    def _inputs_from(self, t, window: BarPanel, filled: BarPanel, X, pred_hfn, barrier) -> CycleInputs:
+    def _inputs_from(self, t, session: str, window: BarPanel, filled: BarPanel, X, pred_hfn, barrier) -> CycleInputs:
         quotes = self.market.quotes(self.symbols, t)
         real = np.isfinite(window.close)
         last_real = np.where(real.any(axis=0), len(window.times) - 1 - np.argmax(real[::-1], axis=0), -1)
@@ -255,6 +326,7 @@ class TradingEngine:
         quote_age_s = np.where(np.isnat(quotes.time), np.nan, (t.value - q_ns) / 1e9)
         return CycleInputs(
             time=t,
+            session=str(session),
             symbols=self.symbols,
             window_times=filled.times,
             close=filled.close,
@@ -271,7 +343,7 @@ class TradingEngine:
     # ------------------------------------------------------------------ cycles
 
     def run_cycle(self, book: str, time, inputs: CycleInputs | None = None) -> CycleResult:
-        """Run and commit the cycle of ``book`` at bar time ``time``.
+        """Run and commit the cycle of ``book`` at bar time ``time``, in one transaction.
 
         A cycle already committed for this book is refused (StateError): cycles
         are applied once. The book's lock keeps cycles of one book from overlapping.
@@ -287,46 +359,60 @@ class TradingEngine:
                     f"book {book!r}: cycle time {t} is not after the book's last cycle {state.last_cycle_time}; "
                     "cycles of a book run forward in time (replay history on a separate book)"
                 )
-            return self._cycle(book, t, state, inputs)
+            t0 = _time.perf_counter()
+            if inputs is None:
+                inputs = self.gather_inputs(t)
+            inputs_ms = (_time.perf_counter() - t0) * 1e3
+            result, record, events = self._step(book, state, inputs, self.broker(book))
+            result.timings_ms["inputs_ms"] = inputs_ms
+            t0 = _time.perf_counter()
+            table = CycleTableWriter(self.symbols, self.info.horizons, self.info.families)
+            table.add(t, result.model_run_id, result.decision, result.decision.trace)
+            result.halted, result.halt_reason = self.store.commit_cycles(state, [record], table.to_parquet(book), events)
+            result.timings_ms["commit_ms"] = (_time.perf_counter() - t0) * 1e3
+            return result
 
-    def _cycle(self, book: str, t: pd.Timestamp, state: BookState, inputs: CycleInputs | None) -> CycleResult:
+    def _step(self, book: str, state: BookState, inputs: CycleInputs, broker) -> tuple[CycleResult, CycleRecord, list]:
+        """Advance ``state`` (in place) by the cycle of ``inputs``: decide, execute on ``broker``, mark.
+
+        Nothing is written to the store; the caller commits the returned record
+        (one cycle live, a chunk of them in a replay).
+        """
+        t = inputs.time
         timings = {}
-        t0 = _time.perf_counter()
-        if inputs is None:
-            inputs = self.gather_inputs(t)
-        t1 = _time.perf_counter()
-        timings["inputs_ms"] = (t1 - t0) * 1e3
         cfg = self.cfg
-        buffers = align_buffers(cfg, state.arrays, state.symbols, self.symbols, len(self.info.families), self.info.horizon_bars)
-        broker = self.broker(book)
+        if state.symbols == self.symbols and state.arrays:
+            buffers = state.arrays
+        else:
+            buffers = align_buffers(cfg, state.arrays, state.symbols, self.symbols, len(self.info.families),
+                                    self.info.horizon_bars)
         broker.set_quotes(inputs.quotes)
 
         portfolio = self._portfolio(state, inputs)
-        session = str(self.market.calendar.session_date(t).date())
         events: list[tuple[str, str, str, dict]] = []
-        if state.session_date != session:
-            state.session_date = session
+        if state.session_date != inputs.session:
+            state.session_date = inputs.session
             state.start_of_day_value = portfolio.value
         state.high_water_mark = max(state.high_water_mark, portfolio.value)
         self._check_kill_switch(state, portfolio.value, events, "pre-trade")
 
         t2 = _time.perf_counter()
         decision = decide(cfg, self.info, inputs, buffers, portfolio, state.halted, self.quote_max_age_s)
-        t3 = _time.perf_counter()
-        timings["stages_ms"] = (t3 - t2) * 1e3
-
-        if not state.halted:
+        halted = state.halted
+        if not halted and self.store.halt_status(book)[0]:
             # A halt set while this cycle decided (by an operator or a sensor) binds the orders not yet sent:
             # decide again as halted (decide is pure: same inputs and buffers), so only risk-reducing orders go out.
-            if self.store.halt_status(book)[0]:
-                decision = decide(cfg, self.info, inputs, buffers, portfolio, True, self.quote_max_age_s)
+            halted = True
+            decision = decide(cfg, self.info, inputs, buffers, portfolio, True, self.quote_max_age_s)
+        t3 = _time.perf_counter()
+        timings["stages_ms"] = (t3 - t2) * 1e3
         orders = [
             OrderRequest(client_order_id(book, t, s), s, "buy" if q > 0 else "sell", int(abs(q)), t.to_pydatetime())
-            for s, q in zip(self.symbols, decision.shares)
+            for s, q in zip(self.symbols, decision.shares.tolist())
             if q != 0
         ]
         results = broker.submit_orders(orders) if orders else []
-        self._apply_fills(state, results, decision)
+        decision = self._apply_fills(state, results, decision)
         t4 = _time.perf_counter()
         timings["execution_ms"] = (t4 - t3) * 1e3
 
@@ -344,12 +430,11 @@ class TradingEngine:
         result = CycleResult(
             book=book, time=t, symbols=self.symbols, decision=decision, orders=orders, results=results,
             portfolio_value=after.value, cash=state.cash, gross_exposure=gross, net_exposure=net,
-            drawdown=risk.drawdown, daily_return=risk.daily_return, halted=state.halted, halt_reason=state.halt_reason,
-            model_run_id=self.info.run_id, horizons=self.info.horizons, families=self.info.families, timings_ms=timings,
+            drawdown=risk.drawdown, daily_return=risk.daily_return, halted=halted or state.halted,
+            halt_reason=state.halt_reason, model_run_id=self.info.run_id, horizons=self.info.horizons,
+            families=self.info.families, timings_ms=timings,
         )
-        result.halted, result.halt_reason = self.store.commit_cycle(state, self._record(result), events)
-        timings["commit_ms"] = (_time.perf_counter() - t4) * 1e3
-        return result
+        return result, self._record(result), events
 
     def _portfolio(self, state: BookState, inputs: CycleInputs) -> Portfolio:
         qty = np.array([state.positions.get(s, (0, 0.0))[0] for s in self.symbols], dtype=np.float64)
@@ -361,14 +446,19 @@ class TradingEngine:
         value = state.cash + float(np.sum(qty * mark)) + held_elsewhere
         return Portfolio(cash=state.cash, quantity=qty, mark=mark, value=value)
 
-    def _apply_fills(self, state: BookState, results: list[OrderResult], decision: Decision) -> None:
-        """Post fills to the book's ledger; a rejected order turns its symbol's decision into BLOCKED."""
+    def _apply_fills(self, state: BookState, results: list[OrderResult], decision: Decision) -> Decision:
+        """Post fills to the book's ledger; returns the decision as executed.
+
+        A rejected order turns its symbol into BLOCKED (``broker_<reason>``, no
+        shares); a partial fill keeps the filled quantity (reason ``..._partial_fill``).
+        """
+        if not results:
+            return decision
+        verdict, reason, shares = decision.decision.copy(), decision.reason.copy(), decision.shares.copy()
         for r in results:
             i = self._column[r.symbol]
             if r.fill is None:
-                decision.decision[i] = BLOCKED
-                decision.reason[i] = f"broker_{r.reject_reason}"
-                decision.shares[i] = 0
+                verdict[i], reason[i], shares[i] = BLOCKED, f"broker_{r.reject_reason}", 0
                 continue
             f = r.fill
             q_old, p_old = state.positions.get(f.symbol, (0, 0.0))
@@ -385,8 +475,9 @@ class TradingEngine:
             state.positions[f.symbol] = (q_new, p_new)
             state.cash -= dq * f.price + f.fee
             if r.filled_quantity != r.requested_quantity:
-                decision.shares[i] = dq
-                decision.reason[i] = f"{decision.reason[i]}_partial_fill"
+                shares[i] = dq
+                reason[i] = f"{reason[i]}_partial_fill"
+        return dataclasses.replace(decision, decision=verdict, reason=reason, shares=shares)
 
     def _check_kill_switch(self, state: BookState, value: float, events: list, when: str) -> None:
         rk = self.cfg.risk
@@ -399,25 +490,27 @@ class TradingEngine:
             events.append(("halt", "engine", state.halt_reason, {"when": when, "portfolio_value": value}))
 
     def _record(self, r: CycleResult) -> CycleRecord:
-        frame = r.decisions_frame()
+        """The cycle's row for the store: totals and a summary (counts by reason, the five largest alphas)."""
+        d = r.decision
         fills = [x.fill for x in r.results if x.fill is not None]
         counts = r.counts
-        top = frame.reindex(frame["alpha_bps"].abs().sort_values(ascending=False).index).head(5)
+        best = d.trace["best_horizon"]
+        alpha = np.where(best >= 0, select_horizon(d.trace["alpha_bps"], best), np.nan)
+        by_reason = Counter(zip(d.decision.tolist(), d.reason.tolist()))
+        top = np.argsort(-np.nan_to_num(np.abs(alpha), nan=-1.0), kind="stable")[:5]
         summary = {
             "counts": counts,
-            "reasons": frame.groupby(["decision", "reason"]).size().rename("n").reset_index().to_dict("records"),
+            "reasons": [{"decision": k[0], "reason": k[1], "n": n} for k, n in sorted(by_reason.items())],
             "model_run_id": r.model_run_id,
             "timings_ms": {k: round(v, 3) for k, v in r.timings_ms.items()},
-            "top": top[["symbol", "decision", "reason", "horizon", "alpha_bps"]].to_dict("records"),
+            "top": [
+                {"symbol": r.symbols[i], "decision": d.decision[i], "reason": d.reason[i],
+                 "horizon": r.horizons[best[i]] if best[i] >= 0 else "",
+                 "alpha_bps": float(alpha[i]) if np.isfinite(alpha[i]) else None}
+                for i in top
+            ],
             "halt_reason": r.halt_reason,
         }
-        decisions = [
-            (row.symbol, row.decision, row.reason, row.horizon,
-             None if not np.isfinite(row.alpha_bps) else float(row.alpha_bps),
-             None if not np.isfinite(row.score) else float(row.score),
-             float(row.target_weight), int(row.shares))
-            for row in frame.itertuples(index=False)
-        ]
         orders = [
             (x.client_order_id, x.symbol, x.side, x.requested_quantity, x.filled_quantity, x.status,
              x.fill.price if x.fill else None, x.fill.fee if x.fill else 0.0, x.reject_reason)
@@ -428,8 +521,7 @@ class TradingEngine:
             net_exposure=r.net_exposure, drawdown=r.drawdown, daily_return=r.daily_return,
             n_trade=counts["TRADE"], n_hold=counts["HOLD"], n_blocked=counts["BLOCKED"],
             n_orders=len(r.orders), n_fills=len(fills), fees=float(sum(f.fee for f in fills)),
-            traded_notional=float(sum(f.notional for f in fills)), summary=summary,
-            decisions=decisions, orders=orders, trace_blob=pack_trace(r),
+            traded_notional=float(sum(f.notional for f in fills)), halted=r.halted, summary=summary, orders=orders,
         )
 
     # ------------------------------------------------------------------ replay
@@ -438,51 +530,94 @@ class TradingEngine:
         """Bar close times in [start, end] (every one is a cycle)."""
         return self.market.calendar.bar_times(to_utc(start), to_utc(end))
 
-    def replay(self, book: str, start, end, *, fresh: bool = True, progress: bool = False, on_cycle=None,
-               chunk_sessions: int = 5) -> list[CycleResult]:
-        """Replay every cycle in [start, end] on ``book`` (never the live book).
+    def replay(self, book: str, start, end, *, resume: bool = False, progress: bool = False, on_cycle=None,
+               chunk_sessions: int = 5, commit_sessions: int = 1) -> ReplaySummary:
+        """Replay every cycle in [start, end] on ``book`` (never the live book); returns a summary.
 
-        With ``fresh`` the book is deleted and restarted with the starting cash,
-        so a replay of a range always gives the same numbers. Inputs are gathered
-        a few sessions at a time (features and one inference call per model for
-        the whole chunk); each cycle then runs the live code path.
+        The book is restarted with the starting cash, so a replay of a range
+        always gives the same numbers; with ``resume`` it continues after the
+        book's last committed cycle instead (a replay interrupted by Ctrl-C or
+        a crash stops at a commit boundary). Inputs are gathered
+        ``chunk_sessions`` sessions at a time (features and one inference call
+        per model for the whole chunk); every ``commit_sessions`` sessions of
+        cycles are committed in one transaction. The results are read back
+        from the store (``cycles``, ``orders``, ``decisions``, ``cycle_trace``).
         """
         times = self.cycle_times(start, end)
         if len(times) == 0:
             raise DataError(f"no bar closes between {start} and {end} on calendar {self.market.calendar.code}")
-        return self.replay_inputs(book, self.batch_inputs(times, chunk_sessions), len(times),
-                                  fresh=fresh, progress=progress, on_cycle=on_cycle)
+        if resume and self.store.exists(book):
+            last = self.store.load(book).last_cycle_time
+            if last is not None:
+                times = times[times > last]
+        return self.replay_inputs(book, self.batch_inputs(times, chunk_sessions), len(times), resume=resume,
+                                  progress=progress, on_cycle=on_cycle, commit_sessions=commit_sessions)
 
-    def replay_inputs(self, book: str, inputs, total: int | None = None, *, fresh: bool = True, progress: bool = False,
-                      on_cycle=None) -> list[CycleResult]:
-        """Run the cycles of an iterable of CycleInputs on replay book ``book``."""
+    def replay_inputs(self, book: str, inputs, total: int | None = None, *, resume: bool = False,
+                      progress: bool = False, on_cycle=None, commit_sessions: int = 1) -> ReplaySummary:
+        """Run the cycles of an iterable of CycleInputs on replay book ``book``; see :meth:`replay`.
+
+        The book's state lives in memory for the whole replay and execution is
+        simulated by an in-memory paper account seeded from the book; each
+        commit writes the chunk's cycles, orders, columnar decisions and traces,
+        the book's state and the running signal attribution in one transaction.
+        ``on_cycle`` is called with each CycleResult (none is kept).
+        """
         if book == self.cfg.book:
             raise StateError(
                 f"replay book {book!r} is the live book (config `book`); replay on a separate book, e.g. --book replay"
             )
+        if commit_sessions < 1:
+            raise StateError(f"commit_sessions {commit_sessions} must be >= 1")
         if progress:
             from tqdm.auto import tqdm
 
             inputs = tqdm(inputs, total=total, desc=f"replay {book}", unit="cycle")
-        results = []
-        attribution = SignalAttribution(self.info.horizons, self.info.horizon_bars, self.info.families)
+        started = _time.perf_counter()
         with self.store.locked(book):
             # Reset under the lock: a second replay of this book is refused before it touches the first's book.
-            if fresh:
+            resumed = resume and self.store.exists(book) and self.store.load(book).last_cycle_time is not None
+            if not resumed:
                 self.reset_book(book)
-            else:
-                self.ensure_book(book)
-            for inp in inputs:
-                state = self.store.load(book)
-                if state.last_cycle_time is not None and inp.time <= state.last_cycle_time:
-                    continue
-                result = self._cycle(book, inp.time, state, inp)
-                results.append(result)
-                self._attribute(attribution, result)
-                if on_cycle is not None:
-                    on_cycle(result)
+            state = self.store.load(book)
+            attribution = SignalAttribution(self.info.horizons, self.info.horizon_bars, self.info.families)
+            if resumed and (saved := self.store.attribution_state(book)) is not None:
+                attribution.restore(saved)
+            broker = PaperBroker(self.cfg.broker, None, account_id=book)
+            broker.load_ledger(state.cash, state.positions)
+            last = self.store.last_cycle(book) if resumed else None
+            summary = ReplaySummary(book=book, start_value=last["portfolio_value"] if last else state.cash,
+                                    resumed_after=state.last_cycle_time if resumed else None)
+            chunk = _Chunk(self.symbols, self.info)
+            try:
+                for inp in inputs:
+                    if state.last_cycle_time is not None and inp.time <= state.last_cycle_time:
+                        continue
+                    if chunk.sessions_before(inp.session) >= commit_sessions:
+                        self._commit_chunk(book, state, chunk, attribution, summary)
+                    result, record, events = self._step(book, state, inp, broker)
+                    chunk.add(inp.session, result, record, events)
+                    self._attribute(attribution, result)
+                    summary.add(result)
+                    if on_cycle is not None:
+                        on_cycle(result)
+                if len(chunk):
+                    self._commit_chunk(book, state, chunk, attribution, summary)
+            finally:
+                broker.close()
             self.store.save_attribution(book, attribution.report())
-        return results
+        summary.elapsed_s = _time.perf_counter() - started
+        return summary
+
+    def _commit_chunk(self, book: str, state: BookState, chunk: _Chunk, attribution: SignalAttribution,
+                      summary: ReplaySummary) -> None:
+        halted, reason = self.store.commit_cycles(state, chunk.records, chunk.table.to_parquet(book), chunk.events,
+                                                  attribution.snapshot())
+        # A halt set from outside (an operator, a sensor) binds the rest of the replay as it binds a live book.
+        state.halted, state.halt_reason = halted, reason
+        summary.halted, summary.halt_reason = halted, reason
+        summary.commits += 1
+        chunk.clear()
 
     def _attribute(self, attribution: SignalAttribution, result: CycleResult) -> None:
         """Feed one cycle's stage outputs and fills to the replay's signal attribution."""
@@ -495,7 +630,7 @@ class TradingEngine:
 
     def batch_inputs(self, times: pd.DatetimeIndex, chunk_sessions: int = 5):
         """Yield the CycleInputs of each time, loading bars, features and predictions a few sessions at a time."""
-        sessions = pd.Index(times.tz_convert(self.market.calendar.tz).date)
+        sessions = self.market.calendar.session_dates(times)
         boundaries = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1]])
         starts = list(boundaries[::chunk_sessions]) + [len(times)]
         for s0, s1 in zip(starts[:-1], starts[1:]):

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
-from types import SimpleNamespace
 
 import numpy as np
-import pandas as pd
 
 
 def _f(x) -> float | None:
@@ -30,7 +27,7 @@ def trace_row(result, symbol: str) -> dict:
                 "horizon": name,
                 "alpha_bps": _f(tr["alpha_bps"][h, i]),
                 "blended_bps": _f(tr["blended_bps"][h, i]) if "blended_bps" in tr else None,
-                "calibration_slope": _f(tr["calibration_slope"][h]) if "calibration_slope" in tr else None,
+                "calibration_slope": _f(tr["calibration_slope"][h, i]) if "calibration_slope" in tr else None,
                 "sigma_bps": _f(tr["sigma_h_bps"][h, i]),
                 "impact_bps": _f(tr["impact_bps"][h, i]),
                 "cost_bps": _f(tr["cost_bps"][h, i]),
@@ -46,7 +43,7 @@ def trace_row(result, symbol: str) -> dict:
                         "stability": _f(tr["stability"][f, h, i]),
                         "confidence": _f(tr["confidence"][f, h, i]),
                         "calibrated": _f(tr["calibrated"][f, h, i]),
-                        "weight": _f(tr["blend_weights"][h, i, f]),
+                        "weight": _f(tr["blend_weights"][h, f, i]),
                     }
                     for f, fam in enumerate(fams)
                 },
@@ -146,34 +143,3 @@ def render(row: dict) -> str:
 
 def to_json(row: dict) -> str:
     return json.dumps(row, indent=2)
-
-
-def pack_trace(result) -> bytes:
-    """A cycle's whole trace as one compact .npz blob (what `foxlive explain` reads back)."""
-    arrays = {f"trace__{k}": (v.astype(str) if v.dtype == object else v) for k, v in result.decision.trace.items()}
-    d = result.decision
-    meta = {
-        "book": result.book, "time": result.time.isoformat(), "model_run_id": result.model_run_id,
-        "symbols": list(result.symbols), "horizons": list(result.horizons), "families": list(result.families),
-    }
-    buf = io.BytesIO()
-    np.savez(
-        buf, meta=np.array(json.dumps(meta)), decision=d.decision.astype(str), reason=d.reason.astype(str),
-        shares=d.shares, target_weight=d.target_weight, **arrays,
-    )
-    return buf.getvalue()
-
-
-def unpack_trace(blob: bytes) -> SimpleNamespace:
-    """The inverse of :func:`pack_trace`: an object :func:`trace_row` accepts."""
-    z = np.load(io.BytesIO(blob), allow_pickle=False)
-    meta = json.loads(str(z["meta"]))
-    trace = {k[len("trace__"):]: z[k] for k in z.files if k.startswith("trace__")}
-    decision = SimpleNamespace(
-        decision=z["decision"], reason=z["reason"], shares=z["shares"], target_weight=z["target_weight"], trace=trace
-    )
-    return SimpleNamespace(
-        book=meta["book"], time=pd.Timestamp(meta["time"]), model_run_id=meta["model_run_id"],
-        symbols=tuple(meta["symbols"]), horizons=tuple(meta["horizons"]), families=tuple(meta["families"]),
-        decision=decision,
-    )

@@ -8,10 +8,14 @@ score histories, pending predictions) as numpy arrays, the completed cycles,
 their compact decisions, the orders sent, an event log, and a lock so two
 cycles of one book never overlap.
 
-A cycle is committed in **one transaction** (:meth:`StateStore.commit_cycle`),
-so a cycle run in a fresh process continues exactly where the last one
-stopped, and a crash mid-cycle leaves the previous cycle's state intact.
-stdlib ``sqlite3`` in WAL mode; arrays are stored as ``.npy`` blobs.
+A live cycle is committed in **one transaction** (:meth:`StateStore.commit_cycles`
+with one cycle), so a cycle run in a fresh process continues exactly where
+the last one stopped, and a crash mid-cycle leaves the previous cycle's state
+intact. A replay commits a chunk of cycles per transaction: it stops, is
+interrupted or crashes only at a chunk boundary. Every symbol's decision and
+stage trace is kept in columnar form, one Parquet table per committed chunk
+(:mod:`foxlive_core.cycle_table`). stdlib ``sqlite3`` in WAL mode; the
+buffers are stored as ``.npy`` blobs.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from foxlive_core.cycle_table import decisions_frame, decisions_frame_columns, read_cycle
 from foxlive_core.errors import StateError
 from foxlive_core.sqlite import immediate_transaction, open_sqlite
 
@@ -68,11 +73,10 @@ CREATE TABLE IF NOT EXISTS cycles (
     halted INTEGER NOT NULL, summary TEXT NOT NULL, committed_at TEXT NOT NULL,
     PRIMARY KEY (book, cycle_time)
 );
-CREATE TABLE IF NOT EXISTS decisions (
-    book TEXT NOT NULL, cycle_time TEXT NOT NULL, symbol TEXT NOT NULL,
-    decision TEXT NOT NULL, reason TEXT NOT NULL, horizon TEXT NOT NULL,
-    alpha_bps REAL, score REAL, target_weight REAL, shares INTEGER NOT NULL,
-    PRIMARY KEY (book, cycle_time, symbol)
+CREATE TABLE IF NOT EXISTS cycle_columns (
+    book TEXT NOT NULL, first_cycle TEXT NOT NULL, last_cycle TEXT NOT NULL, n_cycles INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (book, first_cycle)
 );
 CREATE TABLE IF NOT EXISTS orders (
     book TEXT NOT NULL, client_order_id TEXT NOT NULL, cycle_time TEXT NOT NULL, symbol TEXT NOT NULL,
@@ -84,11 +88,11 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, book TEXT NOT NULL, time TEXT NOT NULL, kind TEXT NOT NULL,
     actor TEXT NOT NULL, reason TEXT NOT NULL, details TEXT NOT NULL DEFAULT '{}'
 );
-CREATE TABLE IF NOT EXISTS last_traces (
-    book TEXT PRIMARY KEY, cycle_time TEXT NOT NULL, data BLOB NOT NULL
-);
 CREATE TABLE IF NOT EXISTS attribution (
     book TEXT PRIMARY KEY, saved_at TEXT NOT NULL, report TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attribution_state (
+    book TEXT PRIMARY KEY, data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS book_locks (
     book TEXT PRIMARY KEY, owner TEXT NOT NULL, acquired_at TEXT NOT NULL, expires_at TEXT NOT NULL
@@ -167,7 +171,7 @@ class BookState:
 
 @dataclass(frozen=True)
 class CycleRecord:
-    """What :meth:`StateStore.commit_cycle` writes for one completed cycle."""
+    """The row :meth:`StateStore.commit_cycles` writes for one completed cycle (its decisions go columnar)."""
 
     cycle_time: pd.Timestamp
     portfolio_value: float
@@ -183,10 +187,9 @@ class CycleRecord:
     n_fills: int
     fees: float
     traded_notional: float
+    halted: bool  # whether the book ended the cycle halted, as the engine saw it
     summary: dict
-    decisions: list[tuple]  # (symbol, decision, reason, horizon, alpha_bps, score, target_weight, shares)
     orders: list[tuple]  # (client_order_id, symbol, side, quantity, filled, status, price, fee, reject_reason)
-    trace_blob: bytes = b""  # the cycle's whole trace (foxlive_core.explain.pack_trace)
 
 
 class StateStore:
@@ -233,8 +236,8 @@ class StateStore:
         """Remove every row of ``book`` (replay books are rebuilt from scratch)."""
         with self.transaction() as c:
             # The book's lock stays: a book is reset by the holder of its lock, under it.
-            for table in ("book_state", "book_positions", "book_arrays", "cycles", "decisions", "orders", "events",
-                          "last_traces", "attribution"):
+            for table in ("book_state", "book_positions", "book_arrays", "cycles", "cycle_columns", "orders", "events",
+                          "attribution", "attribution_state"):
                 c.execute(f"DELETE FROM {table} WHERE book=?", (book,))
 
     def load(self, book: str) -> BookState:
@@ -274,21 +277,33 @@ class StateStore:
             is not None
         )
 
-    def commit_cycle(self, state: BookState, record: CycleRecord, events: list[tuple[str, str, str, dict]] = ()) -> tuple[bool, str]:
-        """Write a completed cycle and the book's new state in one transaction; returns the stored (halted, reason).
+    def commit_cycles(self, state: BookState, records: list[CycleRecord], columns: bytes,
+                      events: list[tuple[str, str, str, dict]] = (), attribution_state: bytes | None = None) -> tuple[bool, str]:
+        """Write completed cycles and the book's state after the last of them in one transaction.
+
+        ``records`` are the cycles in time order, ``columns`` their decisions
+        and traces as one :mod:`foxlive_core.cycle_table` Parquet table,
+        ``attribution_state`` a replay's running signal attribution (to resume
+        it). Returns the stored (halted, reason).
 
         Refuses (StateError) a cycle already committed for this book, so a
         cycle can never be applied twice. The halt flag is not taken from
         ``state``: a ``halt`` event in ``events`` (the engine's kill switch)
         halts the book unless a halt already stands; otherwise the stored flag
-        is kept as it is (set or resumed by an operator while the cycle ran).
+        is kept as it is (set or resumed by an operator while the cycles ran).
         """
+        if not records:
+            raise StateError(f"book {state.book!r}: nothing to commit")
         now = utcnow().isoformat()
-        t = _iso(record.cycle_time)
+        times = [_iso(r.cycle_time) for r in records]
         with self.transaction() as c:
-            if c.execute("SELECT 1 FROM cycles WHERE book=? AND cycle_time=?", (state.book, t)).fetchone():
-                raise StateError(f"book {state.book!r}: cycle {t} is already committed; a cycle is never applied twice")
-            # The halt columns change only when this cycle tripped the kill switch (a 'halt' event), and then
+            done = c.execute(
+                "SELECT cycle_time FROM cycles WHERE book=? AND cycle_time BETWEEN ? AND ? LIMIT 1",
+                (state.book, times[0], times[-1]),
+            ).fetchone()
+            if done:
+                raise StateError(f"book {state.book!r}: cycle {done[0]} is already committed; a cycle is never applied twice")
+            # The halt columns change only when a cycle tripped the kill switch (a 'halt' event), and then
             # only if no halt stands: a commit never clears a halt, nor re-sets one an operator resumed while
             # the cycle ran, nor rewrites who set a standing halt and why. Only resume() clears a halt.
             trip = next((e for e in events if e[0] == "halt"), None)
@@ -296,7 +311,7 @@ class StateStore:
                 "UPDATE book_state SET cash=?, high_water_mark=?, start_of_day_value=?, session_date=?, last_cycle_time=?, "
                 "cycle_count=?, symbols=?, model_run_id=?, updated_at=? WHERE book=?",
                 (
-                    state.cash, state.high_water_mark, state.start_of_day_value, state.session_date, t,
+                    state.cash, state.high_water_mark, state.start_of_day_value, state.session_date, times[-1],
                     state.cycle_count, json.dumps(list(state.symbols)), state.model_run_id, now, state.book,
                 ),
             )
@@ -317,32 +332,32 @@ class StateStore:
                 "INSERT OR REPLACE INTO book_arrays (book, name, data) VALUES (?, ?, ?)",
                 [(state.book, n, array_to_blob(a)) for n, a in state.arrays.items()],
             )
-            c.execute(
-                "INSERT INTO cycles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    state.book, t, record.portfolio_value, record.cash, record.gross_exposure, record.net_exposure,
-                    record.drawdown, record.daily_return, record.n_trade, record.n_hold, record.n_blocked,
-                    record.n_orders, record.n_fills, record.fees, record.traded_notional, int(halted),
-                    json.dumps(record.summary, default=str), now,
-                ),
-            )
             c.executemany(
-                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(state.book, t, *d) for d in record.decisions],
+                "INSERT INTO cycles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        state.book, t, r.portfolio_value, r.cash, r.gross_exposure, r.net_exposure,
+                        r.drawdown, r.daily_return, r.n_trade, r.n_hold, r.n_blocked,
+                        r.n_orders, r.n_fills, r.fees, r.traded_notional, int(halted if t == times[-1] else r.halted),
+                        json.dumps(r.summary, default=str), now,
+                    )
+                    for t, r in zip(times, records)
+                ],
             )
             c.executemany(
                 "INSERT OR IGNORE INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(state.book, o[0], t, *o[1:]) for o in record.orders],
+                [(state.book, o[0], t, *o[1:]) for t, r in zip(times, records) for o in r.orders],
             )
-            if record.trace_blob:
-                c.execute(
-                    "INSERT OR REPLACE INTO last_traces (book, cycle_time, data) VALUES (?, ?, ?)",
-                    (state.book, t, record.trace_blob),
-                )
-            for kind, actor, reason, details in events:
+            c.execute(
+                "INSERT INTO cycle_columns (book, first_cycle, last_cycle, n_cycles, data) VALUES (?, ?, ?, ?, ?)",
+                (state.book, times[0], times[-1], len(times), columns),
+            )
+            if attribution_state is not None:
+                c.execute("INSERT OR REPLACE INTO attribution_state (book, data) VALUES (?, ?)", (state.book, attribution_state))
+            for kind, actor, reason_text, details in events:
                 c.execute(
                     "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, ?, ?, ?, ?)",
-                    (state.book, now, kind, actor, reason, json.dumps(details, default=str)),
+                    (state.book, now, kind, actor, reason_text, json.dumps(details, default=str)),
                 )
         return bool(halted), reason
 
@@ -455,22 +470,44 @@ class StateStore:
         row = cur.fetchone()
         return None if row is None else dict(zip([d[0] for d in cur.description], row))
 
+    def _column_chunks(self, book: str, cycle_time=None) -> list[bytes]:
+        """The Parquet chunks of ``book`` (the one holding ``cycle_time``, or all), oldest first."""
+        if cycle_time is None:
+            rows = self._conn.execute("SELECT data FROM cycle_columns WHERE book=? ORDER BY first_cycle", (book,))
+        else:
+            t = _iso(cycle_time)
+            rows = self._conn.execute(
+                "SELECT data FROM cycle_columns WHERE book=? AND first_cycle<=? AND last_cycle>=?", (book, t, t)
+            )
+        return [r[0] for r in rows]
+
     def decisions(self, book: str, cycle_time=None, symbol: str | None = None) -> pd.DataFrame:
-        q, params = "SELECT * FROM decisions WHERE book=?", [book]
+        """Every symbol's decision per cycle (see :func:`foxlive_core.cycle_table.decisions_frame`), time order."""
+        frames = [decisions_frame(blob) for blob in self._column_chunks(book, cycle_time)]
+        if not frames:
+            return decisions_frame_columns()
+        frame = pd.concat(frames, ignore_index=True)
         if cycle_time is not None:
-            q += " AND cycle_time=?"
-            params.append(_iso(cycle_time))
+            frame = frame[frame["cycle_time"] == pd.Timestamp(cycle_time).tz_convert("UTC")]
         if symbol is not None:
-            q += " AND symbol=?"
-            params.append(symbol)
-        return pd.read_sql_query(q + " ORDER BY cycle_time, symbol", self._conn, params=params)
+            frame = frame[frame["symbol"] == symbol]
+        return frame.reset_index(drop=True)
 
     def orders(self, book: str) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM orders WHERE book=? ORDER BY cycle_time, client_order_id", self._conn, params=(book,))
 
-    def last_trace(self, book: str) -> bytes | None:
-        row = self._conn.execute("SELECT data FROM last_traces WHERE book=?", (book,)).fetchone()
-        return row[0] if row else None
+    def cycle_trace(self, book: str, at=None):
+        """The whole trace of ``book``'s last cycle at or before ``at`` (default: its last), for explain; None if none."""
+        if at is None:
+            row = self._conn.execute("SELECT MAX(cycle_time) FROM cycles WHERE book=?", (book,)).fetchone()
+        else:
+            row = self._conn.execute("SELECT MAX(cycle_time) FROM cycles WHERE book=? AND cycle_time<=?",
+                                     (book, _iso(at))).fetchone()
+        if row is None or row[0] is None:
+            return None
+        t = pd.Timestamp(row[0]).tz_convert("UTC")
+        chunks = self._column_chunks(book, t)
+        return read_cycle(chunks[0], t) if chunks else None
 
     def events(self, book: str | None = None) -> pd.DataFrame:
         if book is None:
@@ -488,3 +525,8 @@ class StateStore:
     def attribution(self, book: str) -> dict | None:
         row = self._conn.execute("SELECT report FROM attribution WHERE book=?", (book,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    def attribution_state(self, book: str) -> bytes | None:
+        """The running signal attribution stored with ``book``'s last replay chunk (to resume the replay)."""
+        row = self._conn.execute("SELECT data FROM attribution_state WHERE book=?", (book,)).fetchone()
+        return row[0] if row else None

@@ -479,6 +479,25 @@ class PaperBroker:
                 (self.account_id, float(cash), float(cash)),
             )
 
+    def load_ledger(self, cash: float, positions: dict[str, tuple[int, float]]) -> None:
+        """Make this account hold ``cash`` and ``positions`` (symbol -> (signed quantity, average price)).
+
+        For an in-memory account that simulates a stored book's execution (a
+        replay resumed at a chunk boundary): orders, fills and realised P&L
+        start empty; a symbol is marked at its average price until quoted.
+        """
+        if not math.isfinite(cash):
+            raise BrokerError(f"ledger cash {cash!r} must be finite", "bad_ledger")
+        with self._transaction() as conn:
+            for table in ("paper_positions", "paper_orders", "paper_fills"):
+                conn.execute(f"DELETE FROM {table} WHERE account_id = ?", (self.account_id,))
+            conn.execute("UPDATE paper_accounts SET cash = ? WHERE account_id = ?", (float(cash), self.account_id))
+            conn.executemany(
+                "INSERT INTO paper_positions (account_id, symbol, quantity, avg_price, realized_pnl, last_price) "
+                "VALUES (?, ?, ?, ?, 0.0, ?)",
+                [(self.account_id, s, int(q), float(p), float(p)) for s, (q, p) in sorted(positions.items()) if q != 0],
+            )
+
 
 def _quote_problem(quote: tuple[float, float, float, float] | None) -> str:
     """Why ``quote`` cannot be traded against, or '' if it can."""

@@ -17,7 +17,6 @@ The calibrated score is s~ = s * c (one multiply, done by the caller).
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from foxlive_core.pipeline.standardize import append, sum_last
 
@@ -107,6 +106,38 @@ def spearman_ic(pred_hist, real_hist, min_pairs: int = 5) -> np.ndarray:
     return np.clip(ic, -1.0, 1.0)
 
 
+def average_ranks(x) -> np.ndarray:
+    """Ranks 1..n along the last axis, ties sharing their average rank, NaN left out (and given NaN).
+
+    ``scipy.stats.rankdata(..., method="average", nan_policy="omit")`` row by row, in one vectorised pass
+    (a sort and two running extrema), so the same ranks exactly.
+
+    Parameters
+    ----------
+    x : array_like, shape (..., N)
+
+    Returns
+    -------
+    ndarray, shape (..., N), float64: integers or halves; NaN where x is NaN.
+    """
+    x = np.asarray(x, dtype=float)
+    n = x.shape[-1]
+    if n == 0:
+        return x.copy()
+    order = np.argsort(x, axis=-1, kind="stable")  # NaN sort last
+    xs = np.take_along_axis(x, order, axis=-1)
+    pos = np.broadcast_to(np.arange(1, n + 1, dtype=float), xs.shape)
+    starts = np.ones(xs.shape, dtype=bool)
+    starts[..., 1:] = xs[..., 1:] != xs[..., :-1]
+    ends = np.ones(xs.shape, dtype=bool)
+    ends[..., :-1] = starts[..., 1:]
+    first = np.maximum.accumulate(np.where(starts, pos, 0.0), axis=-1)
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, pos, n + 1.0), axis=-1), axis=-1), axis=-1)
+    ranks = np.empty_like(xs)
+    np.put_along_axis(ranks, order, (first + last) / 2.0, axis=-1)
+    return np.where(np.isnan(x), np.nan, ranks)
+
+
 def cross_sectional_ic(pred, real, min_pairs: int = 5) -> np.ndarray:
     """Spearman rank correlation across the universe, one value per leading index.
 
@@ -130,8 +161,8 @@ def cross_sectional_ic(pred, real, min_pairs: int = 5) -> np.ndarray:
     p, r = np.broadcast_arrays(np.asarray(pred, dtype=float), np.asarray(real, dtype=float))
     valid = np.isfinite(p) & np.isfinite(r)
     n = valid.sum(axis=-1)
-    rp = np.where(valid, stats.rankdata(np.where(valid, p, np.nan), axis=-1, nan_policy="omit"), 0.0)
-    rr = np.where(valid, stats.rankdata(np.where(valid, r, np.nan), axis=-1, nan_policy="omit"), 0.0)
+    rp = np.where(valid, average_ranks(np.where(valid, p, np.nan)), 0.0)
+    rr = np.where(valid, average_ranks(np.where(valid, r, np.nan)), 0.0)
     # The mean rank of n valid entries is (n + 1) / 2: centre the valid ranks, leave the rest at 0.
     centre = (n[..., None] + 1) / 2.0
     rp = np.where(valid, rp - centre, 0.0)

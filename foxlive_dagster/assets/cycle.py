@@ -173,33 +173,35 @@ def build_cycle_assets(partitions_def: dg.PartitionsDefinition) -> list:
                     "as an asset backfill (select the cycle assets, Materialize a partition range; or "
                     "`dg launch --assets ... --partition-range A...B`), which runs the whole range at once"
                 )
-            results = engine.replay_inputs(book, inputs, len(times), fresh=config.fresh)
+            summary = engine.replay_inputs(book, inputs, len(times), resume=not config.fresh)
+            last, totals, n_cycles, n_orders = summary.last, summary.counts, summary.cycles, summary.orders
         else:
             try:
-                results = [engine.run_cycle(book, times[0], next(inputs))]
+                last = engine.run_cycle(book, times[0], next(inputs))
             except StateError as exc:
                 raise dg.Failure(str(exc)) from exc
-        last = results[-1]
+            totals, n_cycles, n_orders = last.counts, 1, len(last.orders)
+        if last is None:
+            raise dg.Failure(f"book {book!r} had already run every cycle of {times[0]} .. {times[-1]}; nothing was replayed")
         decisions = last.decisions_frame()
         blocked = decisions[decisions["decision"] != "TRADE"].groupby(["decision", "reason"]).size().rename("symbols").reset_index()
         top = decisions.reindex(decisions["alpha_bps"].abs().sort_values(ascending=False).index).head(5)
         explain_md = "\n\n".join(f"```\n{render(last.trace_row(s))}\n```" for s in top["symbol"])
-        totals = {k: sum(r.counts[k] for r in results) for k in ("TRADE", "HOLD", "BLOCKED")}
         return dg.MaterializeResult(
             value={
                 "book": book,
                 "mode": "replay" if replay else "live",
                 "cycle_times": times.tz_localize(None).to_numpy(),
-                "portfolio_value": np.array([r.portfolio_value for r in results]),
+                "portfolio_value": engine.store.cycles(book)["portfolio_value"].to_numpy()[-n_cycles:],
             },
             metadata={
                 "book": book,
                 "mode": "replay" if replay else "live",
-                "cycles": len(results),
+                "cycles": n_cycles,
                 "trades": totals["TRADE"],
                 "holds": totals["HOLD"],
                 "blocked": totals["BLOCKED"],
-                "orders": sum(len(r.orders) for r in results),
+                "orders": n_orders,
                 "portfolio_value": float(last.portfolio_value),
                 "halted": bool(last.halted),
                 "model_run_id": last.model_run_id,

@@ -43,22 +43,20 @@ def _paper_orders(engine, book: str) -> int:
         return conn.execute("SELECT COUNT(*) FROM paper_orders WHERE account_id=?", (book,)).fetchone()[0]
 
 
-def _paper_cash(engine, book: str) -> float:
-    with sqlite3.connect(engine.cfg.state_path) as conn:
-        return conn.execute("SELECT cash FROM paper_accounts WHERE account_id=?", (book,)).fetchone()[0]
 
 
 # ------------------------------------------------------------------ the halt is sticky
 
 
-def test_a_commit_from_stale_state_never_lifts_a_halt(engine_home):
+def test_a_commit_from_stale_state_never_lifts_a_halt(engine_home, monkeypatch):
     engine = engine_home()
     t0, t1 = bar_times(engine, DAY1, 2)
     engine.run_cycle("sticky", t0)
     # `foxlive halt` from another process halts the book after the cycle below has loaded its state
     stale = engine.store.load("sticky")
     StateStore(engine.cfg.state_path).halt("sticky", "operator stop", "alice")
-    result = engine._cycle("sticky", t1, stale, None)
+    monkeypatch.setattr(engine.store, "load", lambda book: stale)  # the cycle runs on the state loaded before the halt
+    result = engine.run_cycle("sticky", t1)
     assert result.halted and result.halt_reason == "operator stop"
     state = StateStore(engine.cfg.state_path).load("sticky")
     assert (state.halted, state.halt_reason, state.halted_by) == (True, "operator stop", "alice")
@@ -178,8 +176,8 @@ def test_a_refused_replay_leaves_the_book_it_could_not_lock_untouched(engine_hom
     times = bar_times(engine, DAY1, 30)
     engine.replay("rp", times[0], times[-1])
     before = engine.store.cycles("rp")
+    orders = engine.store.orders("rp")
     state = engine.store.load("rp")
-    cash = _paper_cash(engine, "rp")
     other = StateStore(engine.cfg.state_path)
     other.acquire_lock("rp", "otherhost:1:replay")
     with pytest.raises(StateError, match="book 'rp' is locked by otherhost:1:replay"):
@@ -187,7 +185,7 @@ def test_a_refused_replay_leaves_the_book_it_could_not_lock_untouched(engine_hom
     pd.testing.assert_frame_equal(engine.store.cycles("rp"), before)
     after = engine.store.load("rp")
     assert (after.cash, after.positions, after.cycle_count) == (state.cash, state.positions, state.cycle_count)
-    assert _paper_cash(engine, "rp") == cash
+    pd.testing.assert_frame_equal(engine.store.orders("rp"), orders)
 
 
 def test_two_replay_processes_on_one_book(engine_home):
@@ -197,25 +195,26 @@ def test_two_replay_processes_on_one_book(engine_home):
         engine = ENGINE
         print("start", flush=True)
         try:
-            engine.replay("shared", pd.Timestamp(sys.argv[1]), pd.Timestamp(sys.argv[2]))
+            # the first replay paces itself so that it still holds the lock while the second starts
+            engine.replay("shared", pd.Timestamp(sys.argv[1]), pd.Timestamp(sys.argv[2]),
+                          on_cycle=lambda result: time.sleep(float(sys.argv[3])))
         except Exception as exc:
             print("refused:", exc, flush=True)
             sys.exit(3)
         print("done", flush=True)
         """)
-    first = subprocess.Popen([sys.executable, "-c", script, times[0].isoformat(), times[-1].isoformat()],
+    first = subprocess.Popen([sys.executable, "-c", script, times[0].isoformat(), times[-1].isoformat(), "0.1"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert first.stdout.readline().strip() == b"start"
     store = StateStore(engine.cfg.state_path)
     deadline = time.monotonic() + 120
     while not (store.exists("shared") and store.load("shared").cycle_count > 5) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the first replay holds the lock and is writing
-    second = subprocess.run([sys.executable, "-c", script, times[0].isoformat(), times[-1].isoformat()],
+        time.sleep(0.05)  # the first replay holds the lock and has committed its first session
+    second = subprocess.run([sys.executable, "-c", script, times[0].isoformat(), times[-1].isoformat(), "0"],
                             capture_output=True, timeout=300)
     assert second.returncode == 3 and b"book 'shared' is locked by" in second.stdout
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err.decode()[-2000:]
     state = store.load("shared")
     assert state.cycle_count == len(times)
-    assert state.cash == pytest.approx(_paper_cash(engine, "shared"), abs=1e-6)
-    assert _paper_orders(engine, "shared") == int(store.cycles("shared")["n_orders"].sum()) > 0
+    assert len(store.orders("shared")) == int(store.cycles("shared")["n_orders"].sum()) > 0

@@ -23,19 +23,66 @@ def bar_times(engine, start, n):
     return engine.market.calendar.bar_times(start, start + pd.Timedelta(days=10))[:n]
 
 
-def test_live_cycles_equal_a_batched_replay(engine_home):
+def _book_record(store, book: str) -> dict:
+    """Everything a book's cycles left in the store, with the book's name taken out."""
+    cycles = store.cycles(book).drop(columns=["book", "committed_at", "summary"]).reset_index(drop=True)
+    orders = store.orders(book).drop(columns="book").reset_index(drop=True)
+    orders["client_order_id"] = orders["client_order_id"].str.split(":", n=1).str[1]
+    state = store.load(book)
+    return {"cycles": cycles, "orders": orders, "decisions": store.decisions(book), "state": state}
+
+
+def assert_same_books(store, a: str, b: str) -> None:
+    ra, rb = _book_record(store, a), _book_record(store, b)
+    pd.testing.assert_frame_equal(ra["cycles"], rb["cycles"], check_exact=True)
+    pd.testing.assert_frame_equal(ra["orders"], rb["orders"], check_exact=True)
+    pd.testing.assert_frame_equal(ra["decisions"], rb["decisions"], check_exact=True)
+    sa, sb = ra["state"], rb["state"]
+    assert sa.positions == sb.positions and sa.cash == sb.cash and sa.high_water_mark == sb.high_water_mark
+    assert sa.arrays.keys() == sb.arrays.keys()
+    for name in sa.arrays:
+        np.testing.assert_array_equal(sa.arrays[name], sb.arrays[name], err_msg=name)
+
+
+def test_a_replay_equals_run_cycle_called_once_per_cycle_bit_for_bit(engine_home):
     engine = engine_home(ACTIVE)
-    times = bar_times(engine, DAY1, 60)
-    live = [engine.run_cycle("live_check", t) for t in times]
-    replay = engine.replay("replay", times[0], times[-1], chunk_sessions=1)
-    assert len(replay) == len(live) == 60
-    for a, b in zip(live, replay):
-        assert a.time == b.time
-        assert a.portfolio_value == b.portfolio_value
-        assert np.array_equal(a.decision.shares, b.decision.shares)
-        assert list(a.decision.reason) == list(b.decision.reason)
-        np.testing.assert_array_equal(a.decision.trace["alpha_bps"], b.decision.trace["alpha_bps"])
-    assert sum(len(r.orders) for r in live) > 0
+    times = bar_times(engine, DAY1, 234)  # three sessions, so the replay commits three chunks
+    for t in times:
+        engine.run_cycle("live_check", t)
+    summary = engine.replay("replay", times[0], times[-1], chunk_sessions=2)
+    assert summary.cycles == 234 and summary.commits == 3 and summary.orders > 0
+    assert_same_books(engine.store, "live_check", "replay")
+    orders = engine.store.orders("replay")
+    assert {"buy", "sell"} == set(orders["side"])
+    # The whole stage trace of any cycle, not only the last, reads back equal.
+    for t in times[[0, 77, 78, 200, -1]]:
+        a, b = engine.store.cycle_trace("live_check", t), engine.store.cycle_trace("replay", t)
+        assert a.time == b.time == t
+        assert a.decision.trace.keys() == b.decision.trace.keys()
+        for name in a.decision.trace:
+            np.testing.assert_array_equal(a.decision.trace[name], b.decision.trace[name], err_msg=name)
+
+
+def test_an_interrupted_replay_stops_at_a_commit_and_resumes_to_the_same_book(engine_home):
+    engine = engine_home(ACTIVE)
+    times = bar_times(engine, DAY1, 234)
+    engine.replay("whole", times[0], times[-1])
+    seen = []
+
+    def interrupt(result):
+        seen.append(result.time)
+        if len(seen) == 120:  # mid second session
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.replay("cut", times[0], times[-1], on_cycle=interrupt)
+    # Only the first session was committed: the store is at a chunk boundary.
+    assert engine.store.load("cut").last_cycle_time == times[77]
+    assert len(engine.store.cycles("cut")) == 78
+    summary = engine.replay("cut", times[0], times[-1], resume=True)
+    assert summary.resumed_after == times[77] and summary.cycles == 234 - 78
+    assert_same_books(engine.store, "whole", "cut")
+    assert engine.store.attribution("cut") == engine.store.attribution("whole")
 
 
 def test_replay_trades_both_ways_and_not_only_holds(engine_home):
@@ -43,6 +90,7 @@ def test_replay_trades_both_ways_and_not_only_holds(engine_home):
     times = bar_times(engine, DAY1, 156)  # two sessions
     engine.replay("replay", times[0], times[-1])
     decisions = engine.store.decisions("replay")
+    assert len(decisions) == 156 * len(engine.symbols)
     reasons = set(decisions["reason"])
     assert {"enter_long", "enter_short"} <= reasons
     assert (decisions["decision"] == "TRADE").sum() > 20

@@ -470,3 +470,21 @@ def test_horizon_alpha_worked_example():
     scale = np.array([[20.0], [40.0]])
     # 0.75 * 0.5 * 20 + 0.25 * -1 * 40 = -2.5; family 2 missing: 0.5 * 20 = 10 (weights renormalised); none: NaN.
     close(horizon_alpha(cal, w, scale), [[-2.5, 10.0, NAN]])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.integers(1, 12),
+    st.lists(st.sampled_from([np.nan, -1.0, 0.0, 0.5, 2.0, 3.0]), min_size=48, max_size=48),
+)
+def test_average_ranks_equal_scipy_rankdata_row_by_row(rows, n, pool):
+    from scipy.stats import rankdata
+
+    from foxlive_core.pipeline.confidence import average_ranks
+
+    x = np.array(pool[: rows * n]).reshape(rows, n)  # ties and NaN are common by construction
+    got = average_ranks(x)
+    for row_got, row in zip(got, x):
+        want = rankdata(row, method="average", nan_policy="omit")
+        np.testing.assert_array_equal(row_got, want)

@@ -125,8 +125,8 @@ def test_a_backfill_range_is_one_replay_equal_to_engine_replay(module_env, modul
     ours = store.cycles(cfg.replay_book)[cols].reset_index(drop=True)
     ref = store.cycles("engine_replay")[cols].reset_index(drop=True)
     pd.testing.assert_frame_equal(ours, ref, check_exact=True)
-    da = store.decisions(cfg.replay_book).drop(columns="book").reset_index(drop=True)
-    db = store.decisions("engine_replay").drop(columns="book").reset_index(drop=True)
+    da = store.decisions(cfg.replay_book)
+    db = store.decisions("engine_replay")
     pd.testing.assert_frame_equal(da, db, check_exact=True)
     assert metadata_values(mats["portfolio_snapshot"])["portfolio_value"] == pytest.approx(ref["portfolio_value"].iloc[-1])
     assert metadata_values(mats["risk_report"])["cycles_in_book"] == 81

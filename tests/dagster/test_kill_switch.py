@@ -6,9 +6,11 @@ import json
 from types import SimpleNamespace
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
+from foxlive_core.cycle_table import CycleTableWriter
 from foxlive_core.state import CycleRecord
 from foxlive_dagster import sensors as sensors_module
 from foxlive_dagster.kill_switch import BOOK_TAG, KILL_SWITCH_BOOK_TAG, KILL_SWITCH_KEY
@@ -23,11 +25,19 @@ def write_cycle(store, book: str, t, daily_return: float = 0.0, drawdown: float 
     state.last_cycle_time = pd.Timestamp(t)
     state.cycle_count += 1
     value = state.cash
-    store.commit_cycle(state, CycleRecord(
+    store.commit_cycles(state, [CycleRecord(
         cycle_time=pd.Timestamp(t), portfolio_value=value, cash=state.cash, gross_exposure=0.0, net_exposure=0.0,
         drawdown=drawdown, daily_return=daily_return, n_trade=0, n_hold=0, n_blocked=0, n_orders=0, n_fills=0,
-        fees=0.0, traded_notional=0.0, summary={}, decisions=[], orders=[],
-    ))
+        fees=0.0, traded_notional=0.0, halted=False, summary={}, orders=[],
+    )], columns=_no_decisions(t))
+
+
+def _no_decisions(t) -> bytes:
+    """The columnar decisions of a cycle over an empty universe."""
+    table = CycleTableWriter((), (), ())
+    none = np.array([], dtype=object)
+    table.add(pd.Timestamp(t), "", SimpleNamespace(decision=none, reason=none, shares=np.array([], dtype=np.int64)), {})
+    return table.to_parquet("test")
 
 
 def sensor_def(env, name: str):

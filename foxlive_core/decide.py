@@ -26,6 +26,7 @@ from foxlive_core.pipeline.confidence import (
 )
 from foxlive_core.pipeline.costs import horizon_sigma, impact_bps, planned_order_dollars, trading_cost_bps
 from foxlive_core.pipeline.quote_gate import quote_gate
+from foxlive_core.pipeline.reasons import trade_reason
 from foxlive_core.pipeline.risk_checks import trade_risk_checks
 from foxlive_core.pipeline.sizing import order_shares, target_weights
 from foxlive_core.pipeline.standardize import zscore_cross_sectional, zscore_rolling
@@ -50,6 +51,9 @@ class CycleInputs:
     adv : (N,) average daily dollar volume
     raw_pred : (Fam, H, N) raw model predictions (decimal returns over h)
     barrier_prob : (H, 2, N) p_peak, p_valley per horizon
+    bar_repair : (N,) how each symbol's bar at ``time`` was mended: '' (as given), 'filled' (missing,
+        carried from the previous close) or 'repaired' (touched by the loader's repairs); a mended bar
+        may reduce a position but never open or increase one
     """
 
     time: pd.Timestamp
@@ -65,6 +69,7 @@ class CycleInputs:
     adv: np.ndarray
     raw_pred: np.ndarray
     barrier_prob: np.ndarray
+    bar_repair: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -343,22 +348,17 @@ def decide(
 
     # 10. per-trade risk checks (the kill switch lets only risk-reducing changes through)
     rk = cfg.risk
-    risk = trade_risk_checks(target, cw, rk.max_position_weight, rk.max_gross_exposure, halted)
+    risk = trade_risk_checks(target, cw, rk.max_position_weight, rk.max_gross_exposure, halted, inputs.bar_repair)
     final = risk.final_target
     price = np.where(np.isfinite(inputs.quotes.mid), inputs.quotes.mid, portfolio.mark)
     shares = order_shares(final, cw, portfolio.value, price)
     shares = np.where(usable & risk.allowed, shares, 0)
 
-    # decision and reason, most fundamental first
+    # decision and reason, most fundamental first; a trade's reason names what it does to the position
     trading = shares != 0
-    flip = enter & (np.sign(final) * np.sign(cw) < 0)
     barrier_blocked = gate.entry_blocked & arb.passes
-    trade_reason = _first_reason(
-        (exit_, gate.reason),
-        (flip, np.where(arb.direction > 0, "flip_to_long", "flip_to_short")),
-        (enter, np.where(arb.direction > 0, "enter_long", "enter_short")),
-        (sized.reason == "gross_scaled", "gross_scaled"),
-    )
+    trade_why = trade_reason(portfolio.quantity, portfolio.quantity + shares, np.where(exit_, gate.reason, ""), enter,
+                             sized.reason == "gross_scaled")
     hold_reason = _first_reason(
         (enter & (sized.reason != ""), sized.reason),
         (enter, "order_rounds_to_zero"),
@@ -369,7 +369,7 @@ def decide(
         (~qg.ok, qg.reason),
         (~inputs.features_valid, "insufficient_history"),
         (~risk.allowed, risk.reason),
-        (trading, np.where(trade_reason == "", "rebalance", trade_reason)),
+        (trading, trade_why),
         (barrier_blocked, gate.reason),
         (hold_reason != "", hold_reason),
     )
@@ -421,6 +421,7 @@ def decide(
         "held_horizon": held_h,
         "increases": trading & increases,
         "target_weight": final,
+        "bar_repair": inputs.bar_repair,
         "risk_allowed": risk.allowed,
         "risk_reason": risk.reason,
         "halted": np.full(N, halted),

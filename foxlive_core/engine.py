@@ -301,12 +301,23 @@ class TradingEngine:
         filled = fill_missing_bars(panel, self.cfg.market.max_fill_bars)
         rows = panel.times.get_indexer(times)
         sessions = self.market.calendar.session_dates(times).astype(str)
+        mended = self.bar_repairs(panel, filled, rows, times)
         L = self.history_bars
         for c, t in enumerate(times):
             lo = max(0, rows[c] + 1 - L)
             window = slice(lo, rows[c] + 1)
             yield self._inputs_from(t, sessions[c], panel.rows(window), filled.rows(window), X[c], pred[:, :, c, :],
-                                    barrier[:, :, c, :])
+                                    barrier[:, :, c, :], mended[c])
+
+    def bar_repairs(self, panel: BarPanel, filled: BarPanel, rows: np.ndarray, times: pd.DatetimeIndex) -> np.ndarray:
+        """(C, N) how each symbol's bar at each cycle time was mended: '', 'filled' or 'repaired' (see CycleInputs)."""
+        out = np.full((len(times), len(self.symbols)), "", dtype=object)
+        out[np.isnan(panel.close[rows]) & np.isfinite(filled.close[rows])] = "filled"
+        if hasattr(self.market, "repaired"):  # a loader that repairs rows says which bars it touched
+            touched = self.market.repaired(self.symbols, times[0], times[-1])
+            window = panel.times[rows[0]: rows[-1] + 1]
+            out[touched[window.get_indexer(times)]] = "repaired"
+        return out
 
     def gather_inputs(self, time) -> CycleInputs:
         """Inputs of the single cycle at bar time ``time`` (the live path)."""
@@ -316,7 +327,8 @@ class TradingEngine:
         pred, barrier = self.predict(X)
         return next(self.iter_inputs(times, panel, X, pred, barrier))
 
-    def _inputs_from(self, t, session: str, window: BarPanel, filled: BarPanel, X, pred_hfn, barrier) -> CycleInputs:
+    def _inputs_from(self, t, session: str, window: BarPanel, filled: BarPanel, X, pred_hfn, barrier,
+                     bar_repair: np.ndarray) -> CycleInputs:
         quotes = self.market.quotes(self.symbols, t)
         real = np.isfinite(window.close)
         last_real = np.where(real.any(axis=0), len(window.times) - 1 - np.argmax(real[::-1], axis=0), -1)
@@ -338,6 +350,7 @@ class TradingEngine:
             adv=self.market.adv(self.symbols, t),
             raw_pred=np.ascontiguousarray(np.swapaxes(pred_hfn, 0, 1)),
             barrier_prob=barrier,
+            bar_repair=bar_repair,
         )
 
     # ------------------------------------------------------------------ cycles

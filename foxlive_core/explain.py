@@ -91,6 +91,7 @@ def trace_row(result, symbol: str) -> dict:
             "allowed": bool(tr["risk_allowed"][i]),
             "reason": str(tr["risk_reason"][i]),
             "halted": bool(tr["halted"][i]),
+            "bar_repair": str(tr["bar_repair"][i]) if "bar_repair" in tr else "",
         },
     }
 
@@ -136,7 +137,8 @@ def render(row: dict) -> str:
         f"target {_n(s['target_weight'], '{:+.4f}')}  gross scale {_n(s['gross_scale'], '{:.3f}')}"
         + (f"  [{s['reason']}]" if s["reason"] else ""),
         f"order: {s['shares']:+d} shares @ {_n(s['price'], '{:.2f}')}",
-        f"risk: {'allowed' if r['allowed'] else 'BLOCKED: ' + r['reason']}" + ("  (book halted)" if r["halted"] else ""),
+        f"risk: {'allowed' if r['allowed'] else 'BLOCKED: ' + r['reason']}" + ("  (book halted)" if r["halted"] else "")
+        + (f"  (bar {r['bar_repair']}: reduce only)" if r["bar_repair"] else ""),
     ]
     return "\n".join(lines)
 

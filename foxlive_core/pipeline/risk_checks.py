@@ -33,7 +33,7 @@ class RiskCheckResult:
     allowed : ndarray, shape (N,), bool
         The change to ``target`` may be sent (True also where nothing changes).
     reason : ndarray, shape (N,), str
-        'kill_switch_active', 'position_limit' or 'gross_limit' for a blocked
+        'kill_switch_active', 'filled_bar' / 'repaired_bar', 'position_limit' or 'gross_limit' for a blocked
         change (first that applies); '' when allowed.
     final_target : ndarray, shape (N,)
         ``target`` where allowed, else the current weight.
@@ -86,6 +86,7 @@ def trade_risk_checks(
     max_position_weight: float = 0.20,
     max_gross_exposure: float = 1.0,
     halted: bool = False,
+    bar_repair=None,
 ) -> RiskCheckResult:
     """Allow or block each symbol's change from ``current_weight`` to ``target``.
 
@@ -101,6 +102,10 @@ def trade_risk_checks(
         only risk-reducing ones go through.
     halted : bool
         Kill switch on: every risk-increasing change is blocked.
+    bar_repair : ndarray of str, shape (N,), optional
+        How each symbol's current bar was mended ('' for a bar as given; 'filled' for a missing bar
+        carried from the previous close; 'repaired' for a bar the loader repaired): a risk-increasing
+        change on a mended bar is blocked with reason '<repair>_bar' (risk-reducing ones pass).
 
     Returns
     -------
@@ -113,14 +118,17 @@ def trade_risk_checks(
 
     increasing = (np.abs(tgt) > np.abs(cur)) | (np.sign(tgt) * np.sign(cur) < 0)
     kill = increasing & halted
-    position = increasing & ~kill & (np.abs(tgt) > max_position_weight)
-    allowed = ~(kill | position)
+    repair = np.full(tgt.shape, "", dtype=object) if bar_repair is None else np.asarray(bar_repair, dtype=object)
+    mended = increasing & ~kill & (repair != "")
+    position = increasing & ~kill & ~mended & (np.abs(tgt) > max_position_weight)
+    allowed = ~(kill | mended | position)
     gross = np.abs(np.where(allowed, tgt, cur)).sum()
     gross_block = increasing & allowed & (gross > max_gross_exposure + GROSS_TOLERANCE)
     allowed &= ~gross_block
     final = np.where(allowed, tgt, cur)
     reason = np.select(
-        [kill, position, gross_block], ["kill_switch_active", "position_limit", "gross_limit"], default=""
+        [kill, mended, position, gross_block],
+        ["kill_switch_active", (repair + "_bar").astype(str), "position_limit", "gross_limit"], default=""
     ).astype(str)
     return RiskCheckResult(allowed=allowed, reason=reason, final_target=final, gross_after=float(np.abs(final).sum()))
 

@@ -274,3 +274,52 @@ def test_time_series_ic_mode_pairs_each_symbol(engine_home):
     real = state.arrays["ic_real"][0, 0, 0, -1]
     close = engine.market.bars(engine.symbols[:1], times[-2], times[-1]).close[:, 0]
     assert real == pytest.approx(close[-1] / close[-2] - 1)
+
+
+class _MendedMarket:
+    """The engine's market, with the first ``k`` symbols' bars reported as repaired by the loader."""
+
+    def __init__(self, market, k: int) -> None:
+        self._market, self._k = market, k
+
+    def __getattr__(self, name):
+        return getattr(self._market, name)
+
+    def repaired(self, symbols, start, end):
+        rows = len(self._market.calendar.bar_times(start, end))
+        mask = np.zeros((rows, len(symbols)), dtype=bool)
+        mask[:, : self._k] = True
+        return mask
+
+
+def test_a_repaired_bar_never_opens_or_increases_a_position(engine_home):
+    engine = engine_home(ACTIVE)
+    times = bar_times(engine, DAY1, 78)
+    engine.replay("clean", times[0], times[-1])
+    clean = engine.store.decisions("clean")
+    mended = list(engine.symbols[:10])
+    traded_clean = clean[clean["symbol"].isin(mended) & (clean["decision"] == "TRADE")]
+    assert len(traded_clean) > 0  # on clean bars these symbols trade
+    engine.market = _MendedMarket(engine.market, 10)
+    engine.replay("mended", times[0], times[-1])
+    d = engine.store.decisions("mended")
+    on_mended = d[d["symbol"].isin(mended)]
+    assert (on_mended["decision"] != "TRADE").all()  # they start flat, so no trade can reduce: none at all
+    assert (on_mended["reason"] == "repaired_bar").sum() > 0
+    assert engine.store.orders("mended")["symbol"].isin(mended).sum() == 0
+    # the rest of the universe still trades
+    assert (d[~d["symbol"].isin(mended)]["decision"] == "TRADE").sum() > 0
+    trace = engine.store.cycle_trace("mended", times[-1])
+    assert set(trace.decision.trace["bar_repair"][:10]) == {"repaired"}
+
+
+def test_risk_checks_let_a_mended_bar_only_reduce():
+    from foxlive_core.pipeline.risk_checks import trade_risk_checks
+
+    cur = np.array([0.0, 0.10, 0.10, -0.05, 0.10])
+    tgt = np.array([0.05, 0.15, 0.02, 0.05, 0.15])
+    repair = np.array(["filled", "repaired", "repaired", "filled", ""], dtype=object)
+    res = trade_risk_checks(tgt, cur, 0.2, 1.0, False, repair)
+    assert res.allowed.tolist() == [False, False, True, False, True]
+    assert res.reason.tolist() == ["filled_bar", "repaired_bar", "", "filled_bar", ""]
+    np.testing.assert_array_equal(res.final_target, [0.0, 0.10, 0.02, -0.05, 0.15])

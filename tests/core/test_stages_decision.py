@@ -502,3 +502,37 @@ def test_portfolio_risk_worked_examples():
     assert portfolio_risk(120_000.0, 100_000.0, 110_000.0, 0.0, 0.0).drawdown == 0.0
     with pytest.raises(ValueError, match="start_of_day_value"):
         portfolio_risk(1.0, 0.0, 1.0, 0.0, 0.0)
+
+
+def test_a_trade_reason_names_what_it_does_to_the_position():
+    from foxlive_core.pipeline.reasons import trade_reason
+
+    q_old = np.array([0, 0, 100, 100, 100, -50, -50, 100, -50, 100, 40, 7])
+    q_new = np.array([30, -30, 150, 60, 0, -80, 20, -20, 0, 80, 40, 5])
+    exit_rule = np.array(["", "", "", "", "exit_long_alpha", "", "", "", "exit_short_barrier", "", "", ""], dtype=object)
+    entering = np.array([1, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0], dtype=bool)
+    scaled = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0], dtype=bool)
+    assert trade_reason(q_old, q_new, exit_rule, entering, scaled).tolist() == [
+        "enter_long", "enter_short", "increase_long", "reduce_long", "exit_long_alpha", "increase_short",
+        "flip_to_long", "flip_to_short", "exit_short_barrier", "reduce_long_gross_scaled", "", "reduce_long",
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(-500, 500), st.integers(-500, 500)), min_size=1, max_size=40))
+def test_a_trade_action_agrees_with_the_signs_and_sizes_of_the_position(pairs):
+    from foxlive_core.pipeline.reasons import trade_action
+
+    q_old, q_new = np.array(pairs).T
+    for a, b, action in zip(q_old, q_new, trade_action(q_old, q_new)):
+        if a == b:
+            assert action == ""
+        elif a == 0:
+            assert action == ("enter_long" if b > 0 else "enter_short")
+        elif b == 0:
+            assert action == ("exit_long" if a > 0 else "exit_short")
+        elif (a > 0) != (b > 0):
+            assert action == ("flip_to_long" if b > 0 else "flip_to_short")
+        else:
+            side = "long" if a > 0 else "short"
+            assert action == (f"increase_{side}" if abs(b) > abs(a) else f"reduce_{side}")

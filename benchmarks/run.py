@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -229,7 +228,13 @@ def child_main(config_path: str, home: str, run_id: str, n: int, sessions: int) 
     print(json.dumps({"symbols": n, "sessions": sessions, "cycles": summary.cycles,
                       "symbol_cycles": summary.cycles * n, "seconds": seconds,
                       "symbol_cycles_per_s": summary.cycles * n / seconds,
-                      "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+                      "peak_rss_gib": peak_rss_kib() / 2**20}))
+
+
+def peak_rss_kib() -> int:
+    """This process's own peak RSS (VmHWM; getrusage's ru_maxrss would include the parent's, kept across exec)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
 
 
 # ----------------------------------------------------------------------------------- main

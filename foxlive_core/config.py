@@ -281,6 +281,7 @@ class EngineConfig:
     partitions_start: str = num()
     max_consecutive_failures: int = num(**_rng(1, 1000))
     stale_data_bars: int = num(**_rng(1, 10_000))
+    trace: str = num("full", **_choice("full", "decisions"))
 
 
 @dataclass(frozen=True)

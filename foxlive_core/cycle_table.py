@@ -48,6 +48,8 @@ TRACE_AXES = {
 # The decision as executed (a rejected order is BLOCKED with 0 shares, a partial fill keeps what filled);
 # the trace keeps what was decided (``shares``, ``target_weight``).
 DECISION_COLUMNS = {"decision": "decision", "reason": "reason", "shares": "executed_shares"}
+#: The multi-dimensional fields kept by ``trace: decisions`` (every per-symbol field is always kept).
+DECISION_TRACE_FIELDS = frozenset({"alpha_bps", "cost_bps", "net_bps", "score"})
 #: Columns kept in float64; every other stage value is stored in float32 (7 significant digits, plenty to
 #: explain a decision, and half the bytes: a session of 500 symbols is ~200 columns x 39,000 rows).
 EXACT_COLUMNS = frozenset({"target_weight", "price", "current_weight"})
@@ -78,9 +80,14 @@ class CycleTableWriter:
     ----------
     symbols : the N symbols of every cycle in the chunk
     horizons, families : names of the H horizons and Fam families
+    fields : 'full' keeps every trace field; 'decisions' the per-symbol ones and
+        :data:`DECISION_TRACE_FIELDS` (the config's ``engine.trace``)
     """
 
-    def __init__(self, symbols, horizons, families) -> None:
+    def __init__(self, symbols, horizons, families, fields: str = "full") -> None:
+        if fields not in ("full", "decisions"):
+            raise StateError(f"trace fields {fields!r}: use 'full' or 'decisions' (engine.trace)")
+        self.keep_all = fields == "full"
         self.symbols = tuple(symbols)
         self.horizons = tuple(horizons)
         self.families = tuple(families)
@@ -102,6 +109,8 @@ class CycleTableWriter:
             self._column(name, first).append(np.asarray(getattr(decision, attr)))
         for field, value in trace.items():
             value = np.asarray(value)
+            if not (self.keep_all or value.ndim == 1 or field in DECISION_TRACE_FIELDS):
+                continue
             if value.shape[-1:] != (N,):
                 raise StateError(f"trace field {field!r} has shape {value.shape}; its last axis must be the {N} symbols")
             if first:

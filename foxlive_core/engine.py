@@ -169,15 +169,15 @@ class ReplaySummary:
 class _Chunk:
     """The cycles of a replay since its last commit."""
 
-    def __init__(self, symbols, info: ModelInfo) -> None:
-        self._symbols, self._info = symbols, info
+    def __init__(self, symbols, info: ModelInfo, fields: str) -> None:
+        self._symbols, self._info, self._fields = symbols, info, fields
         self.clear()
 
     def clear(self) -> None:
         self.sessions: list[str] = []
         self.records: list[CycleRecord] = []
         self.events: list = []
-        self.table = CycleTableWriter(self._symbols, self._info.horizons, self._info.families)
+        self.table = CycleTableWriter(self._symbols, self._info.horizons, self._info.families, self._fields)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -379,7 +379,7 @@ class TradingEngine:
             result, record, events = self._step(book, state, inputs, self.broker(book))
             result.timings_ms["inputs_ms"] = inputs_ms
             t0 = _time.perf_counter()
-            table = CycleTableWriter(self.symbols, self.info.horizons, self.info.families)
+            table = CycleTableWriter(self.symbols, self.info.horizons, self.info.families, self.cfg.engine.trace)
             table.add(t, result.model_run_id, result.decision, result.decision.trace)
             result.halted, result.halt_reason = self.store.commit_cycles(state, [record], table.to_parquet(book), events)
             result.timings_ms["commit_ms"] = (_time.perf_counter() - t0) * 1e3
@@ -601,7 +601,7 @@ class TradingEngine:
             last = self.store.last_cycle(book) if resumed else None
             summary = ReplaySummary(book=book, start_value=last["portfolio_value"] if last else state.cash,
                                     resumed_after=state.last_cycle_time if resumed else None)
-            chunk = _Chunk(self.symbols, self.info)
+            chunk = _Chunk(self.symbols, self.info, self.cfg.engine.trace)
             try:
                 for inp in inputs:
                     if state.last_cycle_time is not None and inp.time <= state.last_cycle_time:

@@ -13,37 +13,44 @@ def _f(x) -> float | None:
 
 
 def trace_row(result, symbol: str) -> dict:
-    """Every stage's numbers for ``symbol`` in cycle ``result`` (a CycleResult), JSON-able."""
+    """Every stage's numbers for ``symbol`` in cycle ``result`` (a CycleResult), JSON-able.
+
+    A field the cycle's stored trace does not keep (``engine.trace: decisions``) reads as None.
+    """
     if symbol not in result.symbols:
         raise KeyError(f"{symbol!r} is not in this cycle's universe ({len(result.symbols)} symbols)")
     i = result.symbols.index(symbol)
     tr = result.decision.trace
     fams, hors = result.families, result.horizons
     best = int(tr["best_horizon"][i])
+
+    def v(name, *lead):
+        return _f(tr[name][(*lead, i)]) if name in tr else None
+
     horizons = []
     for h, name in enumerate(hors):
         horizons.append(
             {
                 "horizon": name,
-                "alpha_bps": _f(tr["alpha_bps"][h, i]),
-                "blended_bps": _f(tr["blended_bps"][h, i]) if "blended_bps" in tr else None,
-                "calibration_slope": _f(tr["calibration_slope"][h, i]) if "calibration_slope" in tr else None,
-                "sigma_bps": _f(tr["sigma_h_bps"][h, i]),
-                "impact_bps": _f(tr["impact_bps"][h, i]),
-                "cost_bps": _f(tr["cost_bps"][h, i]),
-                "net_bps": _f(tr["net_bps"][h, i]),
-                "score": _f(tr["score"][h, i]),
-                "freshness": _f(tr["freshness"][h, i]),
+                "alpha_bps": v("alpha_bps", h),
+                "blended_bps": v("blended_bps", h),
+                "calibration_slope": v("calibration_slope", h),
+                "sigma_bps": v("sigma_h_bps", h),
+                "impact_bps": v("impact_bps", h),
+                "cost_bps": v("cost_bps", h),
+                "net_bps": v("net_bps", h),
+                "score": v("score", h),
+                "freshness": v("freshness", h),
                 "chosen": h == best,
                 "families": {
                     fam: {
-                        "raw": _f(tr["raw_pred"][f, h, i]),
-                        "zscore": _f(tr["zscore"][f, h, i]),
-                        "ic": _f(tr["ic"][f, h, i]),
-                        "stability": _f(tr["stability"][f, h, i]),
-                        "confidence": _f(tr["confidence"][f, h, i]),
-                        "calibrated": _f(tr["calibrated"][f, h, i]),
-                        "weight": _f(tr["blend_weights"][h, f, i]),
+                        "raw": v("raw_pred", f, h),
+                        "zscore": v("zscore", f, h),
+                        "ic": v("ic", f, h),
+                        "stability": v("stability", f, h),
+                        "confidence": v("confidence", f, h),
+                        "calibrated": v("calibrated", f, h),
+                        "weight": v("blend_weights", h, f),
                     }
                     for f, fam in enumerate(fams)
                 },

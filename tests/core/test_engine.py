@@ -323,3 +323,21 @@ def test_risk_checks_let_a_mended_bar_only_reduce():
     assert res.allowed.tolist() == [False, False, True, False, True]
     assert res.reason.tolist() == ["filled_bar", "repaired_bar", "", "filled_bar", ""]
     np.testing.assert_array_equal(res.final_target, [0.0, 0.10, 0.02, -0.05, 0.15])
+
+
+def test_a_decisions_trace_keeps_the_decision_and_explains_with_what_it_kept(engine_home):
+    from foxlive_core.explain import render, trace_row
+
+    full, lean = engine_home(ACTIVE), engine_home({**ACTIVE, "engine": {"trace": "decisions"}})
+    times = bar_times(full, DAY1, 20)
+    full.replay("full", times[0], times[-1])
+    lean.replay("lean", times[0], times[-1])
+    pd.testing.assert_frame_equal(full.store.decisions("full"), lean.store.decisions("lean"), check_exact=True)
+    a, b = full.store.cycle_trace("full", times[-1]), lean.store.cycle_trace("lean", times[-1])
+    assert "raw_pred" in a.decision.trace and "raw_pred" not in b.decision.trace
+    sym = full.symbols[0]
+    row_a, row_b = trace_row(a, sym), trace_row(b, sym)
+    assert row_b["horizons"][0]["families"][full.info.families[0]]["raw"] is None
+    assert row_b["horizons"][0]["alpha_bps"] == row_a["horizons"][0]["alpha_bps"]
+    assert (row_a["decision"], row_a["reason"], row_a["sizing"]) == (row_b["decision"], row_b["reason"], row_b["sizing"])
+    assert sym in render(row_b)

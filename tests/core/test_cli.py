@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
+import pandas as pd
 import pytest
 
 from foxlive_core.cli import main
@@ -85,3 +91,31 @@ def test_run_cycles_on_a_new_book(cli_env, capsys):
     assert "2025-05-01 14:35:00+00:00" in out and "2025-05-01 14:40:00+00:00" in out
     assert cli_env("run", "--cycles", "1", "--book", "paper1", "--no-wait") == 0
     assert "2025-05-01 14:45:00+00:00" in capsys.readouterr().out
+
+
+def test_ctrl_c_stops_a_replay_at_a_commit_and_resume_finishes_it(cli_env, tmp_path, capsys):
+    from foxlive_core.state import StateStore
+
+    config = str(tmp_path / "cfg" / "live_trading.yaml")
+    home = os.environ[HOME_ENV_VAR]
+    span = ["--start", "2025-05-01", "--end", "2025-05-12"]  # 8 sessions of 78 cycles
+    assert cli_env("replay", *span, "--book", "whole", "--quiet") == 0
+    child = subprocess.Popen([sys.executable, "-m", "foxlive_core.cli", "--config", config, "replay", *span,
+                              "--book", "cut", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**os.environ, HOME_ENV_VAR: home})
+    store = StateStore(os.path.join(home, "state.sqlite"))
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (store.exists("cut") and store.load("cut").cycle_count >= 78):
+        time.sleep(0.02)
+    child.send_signal(signal.SIGINT)  # Ctrl-C, after the first session's commit
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err.decode()[-2000:]
+    assert "interrupted: book cut is stored after its cycle at" in out.decode() and "--resume" in out.decode()
+    stored = store.load("cut").cycle_count
+    assert 78 <= stored < 8 * 78 and stored % 78 == 0  # at a session boundary, never mid-session
+    assert cli_env("replay", *span, "--book", "cut", "--resume", "--quiet") == 0
+    assert "resumed book cut after" in capsys.readouterr().out
+    cols = ["cycle_time", "portfolio_value", "cash", "n_orders", "fees", "traded_notional"]
+    whole, cut = store.cycles("whole")[cols], store.cycles("cut")[cols]
+    assert len(cut) == 8 * 78
+    pd.testing.assert_frame_equal(whole.reset_index(drop=True), cut.reset_index(drop=True), check_exact=True)

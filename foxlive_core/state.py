@@ -14,15 +14,20 @@ the last one stopped, and a crash mid-cycle leaves the previous cycle's state
 intact. A replay commits a chunk of cycles per transaction: it stops, is
 interrupted or crashes only at a chunk boundary. Every symbol's decision and
 stage trace is kept in columnar form, one Parquet table per committed chunk
-(:mod:`foxlive_core.cycle_table`). stdlib ``sqlite3`` in WAL mode; the
+(:mod:`foxlive_core.cycle_table`): inside the database for a small chunk (a
+live cycle), as a file under ``<state file>.columns/<book>/`` for a large one
+(a replayed session; written and synced before the transaction that
+references it with its checksum). stdlib ``sqlite3`` in WAL mode; the
 buffers are stored as ``.npy`` blobs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import uuid
@@ -75,7 +80,7 @@ CREATE TABLE IF NOT EXISTS cycles (
 );
 CREATE TABLE IF NOT EXISTS cycle_columns (
     book TEXT NOT NULL, first_cycle TEXT NOT NULL, last_cycle TEXT NOT NULL, n_cycles INTEGER NOT NULL,
-    data BLOB NOT NULL,
+    data BLOB, path TEXT, sha256 TEXT NOT NULL,
     PRIMARY KEY (book, first_cycle)
 );
 CREATE TABLE IF NOT EXISTS orders (
@@ -192,11 +197,17 @@ class CycleRecord:
     orders: list[tuple]  # (client_order_id, symbol, side, quantity, filled, status, price, fee, reject_reason)
 
 
+#: A chunk's Parquet table larger than this goes to a file beside the database instead of a blob in it
+#: (SQLite writes a blob twice, WAL then database; a session of 500 symbols is ~30 MB).
+INLINE_COLUMNS_BYTES = 1 << 20
+
+
 class StateStore:
     """SQLite-backed state of every book. Safe to open from several processes."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self.columns_dir = self.path.with_name(self.path.name + ".columns")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # NORMAL survives a killed process (the WAL is in the OS's hands); a power cut may lose the last
         # cycle, which then runs again with the same client order ids, which the broker's FULL ledger knows.
@@ -239,6 +250,8 @@ class StateStore:
             for table in ("book_state", "book_positions", "book_arrays", "cycles", "cycle_columns", "orders", "events",
                           "attribution", "attribution_state"):
                 c.execute(f"DELETE FROM {table} WHERE book=?", (book,))
+        # After the commit: a crash in between leaves files no row references, which the next chunk overwrites.
+        shutil.rmtree(self._book_columns_dir(book), ignore_errors=True)
 
     def load(self, book: str) -> BookState:
         row = self._conn.execute(
@@ -296,6 +309,9 @@ class StateStore:
             raise StateError(f"book {state.book!r}: nothing to commit")
         now = utcnow().isoformat()
         times = [_iso(r.cycle_time) for r in records]
+        digest = hashlib.sha256(columns).hexdigest()
+        inline = len(columns) <= INLINE_COLUMNS_BYTES
+        relpath = None if inline else self._write_columns(state.book, times[0], columns)
         with self.transaction() as c:
             done = c.execute(
                 "SELECT cycle_time FROM cycles WHERE book=? AND cycle_time BETWEEN ? AND ? LIMIT 1",
@@ -349,8 +365,9 @@ class StateStore:
                 [(state.book, o[0], t, *o[1:]) for t, r in zip(times, records) for o in r.orders],
             )
             c.execute(
-                "INSERT INTO cycle_columns (book, first_cycle, last_cycle, n_cycles, data) VALUES (?, ?, ?, ?, ?)",
-                (state.book, times[0], times[-1], len(times), columns),
+                "INSERT INTO cycle_columns (book, first_cycle, last_cycle, n_cycles, data, path, sha256) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (state.book, times[0], times[-1], len(times), columns if inline else None, relpath, digest),
             )
             if attribution_state is not None:
                 c.execute("INSERT OR REPLACE INTO attribution_state (book, data) VALUES (?, ?)", (state.book, attribution_state))
@@ -470,16 +487,48 @@ class StateStore:
         row = cur.fetchone()
         return None if row is None else dict(zip([d[0] for d in cur.description], row))
 
+    def _book_columns_dir(self, book: str) -> Path:
+        return self.columns_dir / book
+
+    def _write_columns(self, book: str, first_cycle: str, data: bytes) -> str:
+        """Write a chunk's Parquet bytes durably to its file; returns its path relative to ``columns_dir``."""
+        directory = self._book_columns_dir(book)
+        directory.mkdir(parents=True, exist_ok=True)
+        name = pd.Timestamp(first_cycle).strftime("%Y%m%dT%H%M%SZ") + ".parquet"
+        tmp = directory / (name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, directory / name)
+        return f"{book}/{name}"
+
     def _column_chunks(self, book: str, cycle_time=None) -> list[bytes]:
-        """The Parquet chunks of ``book`` (the one holding ``cycle_time``, or all), oldest first."""
+        """The Parquet chunks of ``book`` (the one holding ``cycle_time``, or all), oldest first, checksums verified."""
         if cycle_time is None:
-            rows = self._conn.execute("SELECT data FROM cycle_columns WHERE book=? ORDER BY first_cycle", (book,))
+            rows = self._conn.execute(
+                "SELECT data, path, sha256 FROM cycle_columns WHERE book=? ORDER BY first_cycle", (book,)
+            ).fetchall()
         else:
             t = _iso(cycle_time)
             rows = self._conn.execute(
-                "SELECT data FROM cycle_columns WHERE book=? AND first_cycle<=? AND last_cycle>=?", (book, t, t)
-            )
-        return [r[0] for r in rows]
+                "SELECT data, path, sha256 FROM cycle_columns WHERE book=? AND first_cycle<=? AND last_cycle>=?",
+                (book, t, t),
+            ).fetchall()
+        chunks = []
+        for data, relpath, digest in rows:
+            where = "its database row" if relpath is None else str(self.columns_dir / relpath)
+            if data is None:
+                try:
+                    data = (self.columns_dir / relpath).read_bytes()
+                except OSError as exc:
+                    raise StateError(f"book {book!r}: the decisions file {where} cannot be read ({exc}); "
+                                     "replay the book again to rebuild it") from exc
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise StateError(f"book {book!r}: the decisions in {where} do not match their checksum; "
+                                 "the file was changed or damaged: replay the book again to rebuild it")
+            chunks.append(data)
+        return chunks
 
     def decisions(self, book: str, cycle_time=None, symbol: str | None = None) -> pd.DataFrame:
         """Every symbol's decision per cycle (see :func:`foxlive_core.cycle_table.decisions_frame`), time order."""

@@ -341,3 +341,21 @@ def test_a_decisions_trace_keeps_the_decision_and_explains_with_what_it_kept(eng
     assert row_b["horizons"][0]["alpha_bps"] == row_a["horizons"][0]["alpha_bps"]
     assert (row_a["decision"], row_a["reason"], row_a["sizing"]) == (row_b["decision"], row_b["reason"], row_b["sizing"])
     assert sym in render(row_b)
+
+
+def test_a_replayed_session_is_kept_in_a_checksummed_file_beside_the_state(engine_home):
+    engine = engine_home(ACTIVE)
+    times = bar_times(engine, DAY1, 156)
+    engine.replay("files", times[0], times[-1])
+    files = sorted((engine.store.columns_dir / "files").glob("*.parquet"))
+    assert [f.name for f in files] == ["20250501T133500Z.parquet", "20250502T133500Z.parquet"]
+    assert len(engine.store.decisions("files")) == 156 * len(engine.symbols)
+    # A damaged file is refused by name, never read as decisions.
+    data = bytearray(files[1].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    files[1].write_bytes(bytes(data))
+    with pytest.raises(StateError, match="do not match their checksum"):
+        engine.store.decisions("files")
+    assert engine.store.cycle_trace("files", times[10]) is not None  # the other session still reads
+    engine.replay("files", times[0], times[-1])  # a fresh replay rebuilds it
+    assert len(engine.store.decisions("files")) == 156 * len(engine.symbols)

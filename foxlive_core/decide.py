@@ -25,6 +25,7 @@ from foxlive_core.pipeline.confidence import (
     append, append_pairs, capacity, confidence, cross_sectional_ic, freshness, spearman_ic, stability,
 )
 from foxlive_core.pipeline.costs import horizon_sigma, impact_bps, planned_order_dollars, trading_cost_bps
+from foxlive_core.pipeline.feedback import mature, push
 from foxlive_core.pipeline.quote_gate import quote_gate
 from foxlive_core.pipeline.reasons import trade_reason
 from foxlive_core.pipeline.risk_checks import trade_risk_checks
@@ -234,23 +235,14 @@ def decide(
         z = zscore_cross_sectional(raw, sc.min_samples, sc.clip)
 
     # 5a. feed realised returns back: predictions made h bars ago meet the return realised since
-    now_ns = inputs.time.value
-    times_ns = inputs.window_times.asi8
-    matured = np.full(raw.shape, np.nan)
-    matured_alpha = np.full((H, N), np.nan)
-    realised = np.full((H, N), np.nan)
-    for i, h in enumerate(bars):
-        ring_t, ring_p = buf[f"pending_time_{i}"], buf[f"pending_pred_{i}"]
-        if len(times_ns) > h:
-            slot = np.flatnonzero(ring_t == times_ns[-1 - h])
-            if slot.size:
-                matured[:, i, :] = ring_p[slot[-1]]
-                matured_alpha[i] = buf[f"pending_alpha_{i}"][slot[-1]]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    realised[i] = inputs.close[-1] / inputs.close[-1 - h] - 1.0
-        # push this cycle's predictions (oldest dropped); its alpha is pushed once the blend has made it
-        buf[f"pending_time_{i}"] = np.concatenate([ring_t[1:], [now_ns]])
-        buf[f"pending_pred_{i}"] = np.concatenate([ring_p[1:], raw[None, :, i, :]], axis=0)
+    rings = range(H)
+    back = mature([buf[f"pending_time_{i}"] for i in rings], [buf[f"pending_pred_{i}"] for i in rings],
+                  [buf[f"pending_alpha_{i}"] for i in rings], inputs.close, inputs.window_times.asi8, bars)
+    matured, matured_alpha, realised = back.pred, back.alpha, back.realised
+    for i in rings:
+        # this cycle's predictions join the rings; its alpha joins once the blend has made it
+        buf[f"pending_time_{i}"] = push(buf[f"pending_time_{i}"], inputs.time.value)
+        buf[f"pending_pred_{i}"] = push(buf[f"pending_pred_{i}"], raw[:, i, :])
     cc = cfg.confidence
     if cc.ic_mode == "time_series":
         buf["ic_pred"], buf["ic_real"] = append_pairs(buf["ic_pred"], buf["ic_real"], matured, realised)
@@ -287,9 +279,8 @@ def decide(
         temperature,
     )
     blended = horizon_alpha(calibrated, weights, models.bps_scale)  # (H, N) bps
-    for i in range(H):
-        ring = buf[f"pending_alpha_{i}"]
-        buf[f"pending_alpha_{i}"] = np.concatenate([ring[1:], blended[None, i]], axis=0)
+    for i in rings:
+        buf[f"pending_alpha_{i}"] = push(buf[f"pending_alpha_{i}"], blended[i])
 
     # 6b. calibrate each horizon's alpha to the moves that followed past alphas
     ca = cfg.calibration

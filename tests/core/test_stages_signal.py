@@ -488,3 +488,25 @@ def test_average_ranks_equal_scipy_rankdata_row_by_row(rows, n, pool):
     for row_got, row in zip(got, x):
         want = rankdata(row, method="average", nan_policy="omit")
         np.testing.assert_array_equal(row_got, want)
+
+
+def test_feedback_pairs_a_prediction_with_the_return_since_the_bar_it_was_made_at():
+    from foxlive_core.pipeline.feedback import mature, push
+
+    # window of 4 bars at t = 10, 20, 30, 40; horizons of 1 and 2 bars; 1 family, 2 symbols
+    window = np.array([10, 20, 30, 40], dtype=np.int64)
+    close = np.array([[100.0, 50.0], [101.0, 49.0], [102.0, 50.0], [99.0, 51.0]])
+    empty = np.iinfo(np.int64).min
+    # horizon 1's ring holds the prediction made at t=30; horizon 2's ring the ones at 20 and 30,
+    # but the one at 20 is missing (a skipped cycle), so horizon 2 has nothing to mature at t=40
+    rings_t = [np.array([30]), np.array([empty, 30])]
+    rings_p = [np.array([[[0.01, -0.02]]]), np.array([[[np.nan, np.nan]], [[0.03, 0.04]]])]
+    rings_a = [np.array([[5.0, -6.0]]), np.array([[np.nan, np.nan], [7.0, 8.0]])]
+    got = mature(rings_t, rings_p, rings_a, close, window, (1, 2))
+    np.testing.assert_allclose(got.realised[0], [99 / 102 - 1, 51 / 50 - 1])
+    assert np.isnan(got.realised[1]).all() and np.isnan(got.pred[0, 1]).all()
+    np.testing.assert_array_equal(got.pred[0, 0], [0.01, -0.02])
+    np.testing.assert_array_equal(got.alpha[0], [5.0, -6.0])
+    # a push drops the oldest slot and keeps NaN values
+    np.testing.assert_array_equal(push(np.array([1, 2, 3]), 4), [2, 3, 4])
+    assert np.isnan(push(np.array([[1.0], [2.0]]), [np.nan])[-1, 0])

@@ -82,6 +82,7 @@ def ic_mode(cfg) -> str:
 
 def scalar_args(inputs, buffers, portfolio) -> dict:
     """decide()'s arguments as Python lists (done outside the scalar timing, in the scalar loop's favour)."""
+    buffers = buffers.to_arrays()
     H = inputs.raw_pred.shape[1]
     return {
         "bid": inputs.quotes.bid.tolist(), "ask": inputs.quotes.ask.tolist(), "mid": inputs.quotes.mid.tolist(),

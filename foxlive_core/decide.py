@@ -161,6 +161,53 @@ def align_buffers(
 
 
 @dataclass(frozen=True)
+class Buffers:
+    """The book's signal state, carried from one cycle to the next (what :func:`decide` reads and renews).
+
+    z_buffer : (Fam, H, N, W) raw predictions of the last W cycles (``standardization.mode: rolling``)
+    calib_err : (Fam, H, N, S) standardised errors of matured predictions (stability)
+    score_hist : (H, N, P, Fam) the families' z-scores of the last P cycles (blend correlations)
+    calib_sums : (H, W, 2) matured (alpha, realised) pairs' sums per cycle (calibration slope)
+    held_horizon : (N,) horizon index each open position was taken for, NaN for none
+    ic_cross_sectional : (Fam, H, W) per-cycle cross-sectional ICs (``confidence.ic_mode: cross_sectional``)
+    ic_pred, ic_real : (Fam, H, N, W) per-symbol pairs (``ic_mode: time_series``)
+    pending_time, pending_pred, pending_alpha : one ring per horizon of its last h cycles: times (h,) in ns,
+        raw predictions (h, Fam, N), blended alphas (h, N)
+
+    Stored as named arrays (:meth:`to_arrays`; :func:`buffer_shapes` gives their shapes).
+    """
+
+    z_buffer: np.ndarray
+    calib_err: np.ndarray
+    score_hist: np.ndarray
+    calib_sums: np.ndarray
+    held_horizon: np.ndarray
+    ic_cross_sectional: np.ndarray | None
+    ic_pred: np.ndarray | None
+    ic_real: np.ndarray | None
+    pending_time: tuple[np.ndarray, ...]
+    pending_pred: tuple[np.ndarray, ...]
+    pending_alpha: tuple[np.ndarray, ...]
+
+    _SINGLE = ("z_buffer", "calib_err", "score_hist", "calib_sums", "held_horizon", "ic_cross_sectional",
+               "ic_pred", "ic_real")
+    _RINGS = ("pending_time", "pending_pred", "pending_alpha")
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], n_horizons: int) -> Buffers:
+        """The record of stored arrays named as :func:`buffer_shapes` names them."""
+        single = {name: arrays.get(name) for name in cls._SINGLE}
+        rings = {name: tuple(arrays[f"{name}_{i}"] for i in range(n_horizons)) for name in cls._RINGS}
+        return cls(**single, **rings)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        out = {name: getattr(self, name) for name in self._SINGLE if getattr(self, name) is not None}
+        for name in self._RINGS:
+            out.update((f"{name}_{i}", ring) for i, ring in enumerate(getattr(self, name)))
+        return out
+
+
+@dataclass(frozen=True)
 class Portfolio:
     """The book at the start of the cycle, marked at the cycle's quotes.
 
@@ -186,8 +233,8 @@ class Decision:
     reason : (N,) why
     shares : (N,) signed int64 order quantities (0 where no order)
     target_weight : (N,) weight after every stage (current weight where no trade)
-    trace : dict name -> array, each stage's numbers (see :func:`trace_row`)
-    buffers : the book's new buffers
+    trace : dict name -> array, each stage's numbers (see :func:`trace_row`); the symbol axis is last
+    buffers : the book's new Buffers
     """
 
     decision: np.ndarray
@@ -195,7 +242,7 @@ class Decision:
     shares: np.ndarray
     target_weight: np.ndarray
     trace: dict
-    buffers: dict
+    buffers: Buffers
 
 
 def _first_reason(*pairs) -> np.ndarray:
@@ -209,7 +256,7 @@ def decide(
     cfg: FoxliveConfig,
     models: ModelInfo,
     inputs: CycleInputs,
-    buffers: dict[str, np.ndarray],
+    buffers: Buffers,
     portfolio: Portfolio,
     halted: bool,
     quote_max_age_s: float,
@@ -218,7 +265,6 @@ def decide(
     N = len(inputs.symbols)
     bars = models.horizon_bars
     H = len(bars)
-    buf = dict(buffers)
 
     # 2. spread / quote gate
     qg = quote_gate(
@@ -230,62 +276,58 @@ def decide(
     raw = inputs.raw_pred  # (Fam, H, N)
     sc = cfg.standardization
     if sc.mode == "rolling":
-        z, buf["z_buffer"] = zscore_rolling(raw, buf["z_buffer"], sc.min_samples, sc.clip)
+        z, z_buffer = zscore_rolling(raw, buffers.z_buffer, sc.min_samples, sc.clip)
     else:
-        z = zscore_cross_sectional(raw, sc.min_samples, sc.clip)
+        z, z_buffer = zscore_cross_sectional(raw, sc.min_samples, sc.clip), buffers.z_buffer
 
     # 5a. feed realised returns back: predictions made h bars ago meet the return realised since
-    rings = range(H)
-    back = mature([buf[f"pending_time_{i}"] for i in rings], [buf[f"pending_pred_{i}"] for i in rings],
-                  [buf[f"pending_alpha_{i}"] for i in rings], inputs.close, inputs.window_times.asi8, bars)
+    back = mature(buffers.pending_time, buffers.pending_pred, buffers.pending_alpha, inputs.close, inputs.window_times.asi8, bars)
     matured, matured_alpha, realised = back.pred, back.alpha, back.realised
-    for i in rings:
-        # this cycle's predictions join the rings; its alpha joins once the blend has made it
-        buf[f"pending_time_{i}"] = push(buf[f"pending_time_{i}"], inputs.time.value)
-        buf[f"pending_pred_{i}"] = push(buf[f"pending_pred_{i}"], raw[:, i, :])
+    # this cycle's predictions join the rings; its alpha joins once the blend has made it
+    pending_time = tuple(push(ring, inputs.time.value) for ring in buffers.pending_time)
+    pending_pred = tuple(push(ring, raw[:, i, :]) for i, ring in enumerate(buffers.pending_pred))
     cc = cfg.confidence
+    ic_pred, ic_real, ic_cross_sectional = buffers.ic_pred, buffers.ic_real, buffers.ic_cross_sectional
     if cc.ic_mode == "time_series":
-        buf["ic_pred"], buf["ic_real"] = append_pairs(buf["ic_pred"], buf["ic_real"], matured, realised)
-        ic = spearman_ic(buf["ic_pred"], buf["ic_real"], cc.ic_min_pairs)
+        ic_pred, ic_real = append_pairs(ic_pred, ic_real, matured, realised)
+        ic = spearman_ic(ic_pred, ic_real, cc.ic_min_pairs)
     else:
         # One measurement per (family, horizon) and cycle, across the universe; NaN (not appended) until matured.
-        hist = append(buf["ic_cross_sectional"], cross_sectional_ic(matured, realised[None], cc.ic_min_pairs))
-        buf["ic_cross_sectional"] = hist
+        hist = ic_cross_sectional = append(ic_cross_sectional, cross_sectional_ic(matured, realised[None], cc.ic_min_pairs))
         measured = np.isfinite(hist).sum(axis=-1)
         mean_ic = np.divide(np.nansum(hist, axis=-1), measured, out=np.zeros(measured.shape), where=measured > 0)
         ic = np.broadcast_to(np.where(measured >= cc.ic_min_pairs, mean_ic, 0.0)[:, :, None], raw.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         calib = (matured - realised[None]) / models.target_std[:, :, None]
-    buf["calib_err"] = append(buf["calib_err"], calib)
+    calib_err = append(buffers.calib_err, calib)
 
     # 5b. confidence
     tau = np.array([h.freshness_tau_s for h in cfg.horizons])
     fresh = freshness(inputs.data_age_s, tau)
     planned = np.full(N, cfg.sizing.max_weight * portfolio.value)
     cap = capacity(inputs.adv, planned, cc.capacity_kappa)
-    stab = stability(buf["calib_err"], cc.stability_warmup)
+    stab = stability(calib_err, cc.stability_warmup)
     conf = confidence(ic, fresh, cap, stab, cc.ic_floor)
     calibrated = z * conf
 
     # 6. blend within each horizon
-    buf["score_hist"] = append_scores(buf["score_hist"], z)
+    score_hist = append_scores(buffers.score_hist, z)
     temperature = np.array([h.temperature for h in cfg.horizons])
     weights = blend_weights(
         ic,
-        buf["score_hist"],
+        score_hist,
         cfg.blending.cost_share,
         cfg.blending.ridge_lambda,
         cfg.blending.corr_min_points,
         temperature,
     )
     blended = horizon_alpha(calibrated, weights, models.bps_scale)  # (H, N) bps
-    for i in rings:
-        buf[f"pending_alpha_{i}"] = push(buf[f"pending_alpha_{i}"], blended[i])
+    pending_alpha = tuple(push(ring, blended[i]) for i, ring in enumerate(buffers.pending_alpha))
 
     # 6b. calibrate each horizon's alpha to the moves that followed past alphas
     ca = cfg.calibration
-    buf["calib_sums"] = append(buf["calib_sums"], calibration_sums(matured_alpha, realised), axis=-2)
-    kappa = calibration_slope(buf["calib_sums"], models.calibration_slope, ca.prior_cycles, ca.max_slope)
+    calib_sums = append(buffers.calib_sums, calibration_sums(matured_alpha, realised), axis=-2)
+    kappa = calibration_slope(calib_sums, models.calibration_slope, ca.prior_cycles, ca.max_slope)
     alpha = kappa[:, None] * blended
 
     # 7. costs and arbitration across horizons
@@ -300,7 +342,7 @@ def decide(
     # A position is resized, flipped or exited on alpha only by its own horizon or a longer one.
     held = portfolio.quantity != 0
     horizon_edge = cfg.holding.exit_rule == "horizon_edge"
-    held_h = np.where(held & np.isfinite(buf["held_horizon"]), buf["held_horizon"], -1).astype(np.int64)
+    held_h = np.where(held & np.isfinite(buffers.held_horizon), buffers.held_horizon, -1).astype(np.int64)
     shortest = held_h if horizon_edge else None
     arb = arbitrate(alpha, cost, bars, spread, cfg.arbitration.threshold_base_bps, cfg.arbitration.threshold_spread_mult,
                     shortest)
@@ -368,7 +410,7 @@ def decide(
     increases = (np.abs(final) > np.abs(cw)) | (np.sign(final) * np.sign(cw) < 0)
     # A trade that opens, adds to or flips a position takes the horizon it was chosen for.
     horizon_after = np.where(trading & increases, best, held_h)
-    buf["held_horizon"] = np.where((portfolio.quantity + shares != 0) & (horizon_after >= 0), horizon_after, np.nan)
+    held_horizon = np.where((portfolio.quantity + shares != 0) & (horizon_after >= 0), horizon_after, np.nan)
     blocked = ~qg.ok | (inputs.features_valid & (~risk.allowed | (~trading & barrier_blocked)))
     decision = np.where(trading, TRADE, np.where(blocked, BLOCKED, HOLD)).astype(object)
 
@@ -419,4 +461,9 @@ def decide(
         "shares": shares,
         "price": price,
     }
-    return Decision(decision, reason, shares.astype(np.int64), final, trace, buf)
+    renewed = Buffers(
+        z_buffer=z_buffer, calib_err=calib_err, score_hist=score_hist, calib_sums=calib_sums, held_horizon=held_horizon,
+        ic_cross_sectional=ic_cross_sectional, ic_pred=ic_pred, ic_real=ic_real,
+        pending_time=pending_time, pending_pred=pending_pred, pending_alpha=pending_alpha,
+    )
+    return Decision(decision, reason, shares.astype(np.int64), final, trace, renewed)

@@ -32,7 +32,9 @@ from foxlive_core.calendar import to_utc
 from foxlive_core.config import FoxliveConfig
 from foxlive_core.data.protocol import MarketData
 from foxlive_core.data.types import BarPanel
-from foxlive_core.decide import BLOCKED, HOLD, TRADE, CycleInputs, Decision, ModelInfo, Portfolio, align_buffers, decide
+from foxlive_core.decide import (
+    BLOCKED, HOLD, TRADE, Buffers, CycleInputs, Decision, ModelInfo, Portfolio, align_buffers, decide,
+)
 from foxlive_core.errors import DataError, StateError
 from foxlive_core.cycle_table import CycleTableWriter
 from foxlive_core.features import FEATURE_NAMES, build_features, fill_missing_bars, required_history_bars
@@ -395,10 +397,11 @@ class TradingEngine:
         timings = {}
         cfg = self.cfg
         if state.symbols == self.symbols and state.arrays:
-            buffers = state.arrays
+            arrays = state.arrays
         else:
-            buffers = align_buffers(cfg, state.arrays, state.symbols, self.symbols, len(self.info.families),
-                                    self.info.horizon_bars)
+            arrays = align_buffers(cfg, state.arrays, state.symbols, self.symbols, len(self.info.families),
+                                   self.info.horizon_bars)
+        buffers = Buffers.from_arrays(arrays, len(self.info.horizons))
         broker.set_quotes(inputs.quotes)
 
         portfolio = self._portfolio(state, inputs)
@@ -435,7 +438,7 @@ class TradingEngine:
         gross = float(np.abs(after.weight).sum())
         net = float(after.weight.sum())
         risk = portfolio_risk(after.value, state.start_of_day_value, state.high_water_mark, gross * after.value, net * after.value)
-        state.arrays = decision.buffers
+        state.arrays = decision.buffers.to_arrays()
         state.symbols = self.symbols
         state.cycle_count += 1
         state.last_cycle_time = t

@@ -436,6 +436,11 @@ def decide(
         "threshold": arb.threshold,
         "passes": arb.passes,
         "direction": arb.direction,
+        "quote_age_s": inputs.quote_age_s,
+        "data_age_s": inputs.data_age_s,
+        "features_valid": inputs.features_valid,
+        # whether the chosen horizon has barrier models (True where none was chosen: nothing is missing)
+        "has_barrier_model": np.where(best >= 0, models.has_barrier[np.maximum(best, 0)], True),
         "bid": inputs.quotes.bid,
         "ask": inputs.quotes.ask,
         "spread_bps": spread,

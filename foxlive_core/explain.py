@@ -64,6 +64,7 @@ def trace_row(result, symbol: str) -> dict:
         "decision": str(result.decision.decision[i]),
         "reason": str(result.decision.reason[i]),
         "quote": {
+            "age_s": v("quote_age_s"),
             "bid": _f(tr["bid"][i]),
             "ask": _f(tr["ask"][i]),
             "spread_bps": _f(tr["spread_bps"][i]),
@@ -71,6 +72,8 @@ def trace_row(result, symbol: str) -> dict:
             "reason": str(tr["quote_reason"][i]),
         },
         "capacity": _f(tr["capacity"][i]),
+        "data_age_s": v("data_age_s"),
+        "features_valid": bool(tr["features_valid"][i]) if "features_valid" in tr else None,
         "horizons": horizons,
         "chosen_horizon": hors[best] if best >= 0 else None,
         "held_horizon": hors[int(tr["held_horizon"][i])] if "held_horizon" in tr and tr["held_horizon"][i] >= 0 else None,
@@ -82,6 +85,7 @@ def trace_row(result, symbol: str) -> dict:
             "p_valley": _f(tr["p_valley"][i]),
             "g": _f(tr["gate"][i]),
             "fallback": bool(tr["gate_fallback"][i]),
+            "has_model": bool(tr["has_barrier_model"][i]) if "has_barrier_model" in tr else None,
             "reason": str(tr["gate_reason"][i]),
         },
         "sizing": {
@@ -116,6 +120,8 @@ def render(row: dict) -> str:
         f"spread {_n(row['quote']['spread_bps'], '{:.2f}')} bps"
         + ("" if row["quote"]["ok"] else f"  BLOCKED: {row['quote']['reason']}")
         + f"   capacity {_n(row['capacity'], '{:.3f}')}",
+        f"data: quote {_age(row['quote']['age_s'])} old, newest real bar {_age(row['data_age_s'])} old"
+        + ("" if row["features_valid"] in (True, None) else "; features incomplete (too little history)"),
         "",
         f"{'horizon':>8} {'alpha bps':>10} {'(kappa)':>8} {'sigma bps':>10} {'cost bps':>9} {'net bps':>9} {'score':>8}  "
         "weights (family: w x s~)",
@@ -138,7 +144,7 @@ def render(row: dict) -> str:
         f"chosen horizon: {row['chosen_horizon'] or 'none'}  threshold {_n(row['threshold_bps'], '{:.2f}')} bps  "
         f"passes={row['passes']}  direction={ {1: 'long', -1: 'short', 0: 'none'}[row['direction']] }",
         f"barrier gate: p_peak {_n(g['p_peak'], '{:.3f}')}  p_valley {_n(g['p_valley'], '{:.3f}')}  g {_n(g['g'], '{:.3f}')}"
-        + ("  (no barrier model: fallback probabilities)" if g["fallback"] else "")
+        + (_fallback_text(g) if g["fallback"] else "")
         + (f"  [{g['reason']}]" if g["reason"] else ""),
         f"sizing: z {_n(s['z'])}  raw weight {_n(s['raw_weight'], '{:+.4f}')}  current {_n(s['current_weight'], '{:+.4f}')}  "
         f"target {_n(s['target_weight'], '{:+.4f}')}  gross scale {_n(s['gross_scale'], '{:.3f}')}"
@@ -148,6 +154,25 @@ def render(row: dict) -> str:
         + (f"  (bar {r['bar_repair']}: reduce only)" if r["bar_repair"] else ""),
     ]
     return "\n".join(lines)
+
+
+def _age(seconds) -> str:
+    """A duration for a person: 42 s, 12.5 min, 3.1 h, 640 days."""
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def _fallback_text(gate: dict) -> str:
+    if gate["has_model"] is False:
+        return "  (no barrier model for this horizon: fallback probabilities)"
+    return "  (barrier probabilities unavailable for this bar, e.g. features incomplete: fallback probabilities)"
 
 
 def to_json(row: dict) -> str:

@@ -66,6 +66,9 @@ def test_replay_status_explain_halt_resume(cli_env, capsys):
     assert cli_env("explain", "AAPL", "--book", "rp") == 0
     text = capsys.readouterr().out
     assert "AAPL @ 2025-05-01T20:00:00+00:00" in text and "alpha bps" in text and "barrier gate" in text
+    assert "data: quote 0 s old, newest real bar 0 s old" in text  # the quote is the cycle's own bar's
+    assert cli_env("explain", "AAPL", "--book", "rp", "--at", "2025-05-01T15:02:00Z") == 0
+    assert "AAPL @ 2025-05-01T15:00:00+00:00" in capsys.readouterr().out  # the last cycle at or before --at
     assert cli_env("attribution", "--book", "rp") == 0
     text = capsys.readouterr().out
     assert "signal attribution over 78 cycles" in text and "arbitrated" in text and "calibration of alpha" in text

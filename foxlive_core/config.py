@@ -109,6 +109,7 @@ class MarketConfig:
     max_fill_bars: int = num(**_rng(0, 100))
     historical: HistoricalConfig = num()
     simulated: SimulatedConfig = num()
+    max_bar_log_move: float = num(1.0, **_rng(0.0, lo_open=True))
 
     @property
     def interval_minutes(self) -> int | None:

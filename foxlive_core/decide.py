@@ -52,9 +52,10 @@ class CycleInputs:
     adv : (N,) average daily dollar volume
     raw_pred : (Fam, H, N) raw model predictions (decimal returns over h)
     barrier_prob : (H, 2, N) p_peak, p_valley per horizon
-    bar_repair : (N,) how each symbol's bar at ``time`` was mended: '' (as given), 'filled' (missing,
-        carried from the previous close) or 'repaired' (touched by the loader's repairs); a mended bar
-        may reduce a position but never open or increase one
+    bar_repair : (N,) what is suspect about each symbol's bar at ``time``: '' (nothing), 'jump' (a move
+        beyond ``market.max_bar_log_move`` from the previous close), 'filled' (missing, carried from the
+        previous close) or 'repaired' (touched by the loader's repairs); such a bar may reduce a
+        position but never open or increase one
     """
 
     time: pd.Timestamp

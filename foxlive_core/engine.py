@@ -312,8 +312,13 @@ class TradingEngine:
                                     barrier[:, :, c, :], mended[c])
 
     def bar_repairs(self, panel: BarPanel, filled: BarPanel, rows: np.ndarray, times: pd.DatetimeIndex) -> np.ndarray:
-        """(C, N) how each symbol's bar at each cycle time was mended: '', 'filled' or 'repaired' (see CycleInputs)."""
+        """(C, N) what is suspect about each symbol's bar at each cycle time (see CycleInputs.bar_repair):
+        '', 'jump' (|log move| from the previous close beyond ``market.max_bar_log_move``), 'filled', 'repaired'."""
         out = np.full((len(times), len(self.symbols)), "", dtype=object)
+        before = filled.close[np.maximum(rows - 1, 0)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            move = np.abs(np.log(filled.close[rows] / before))
+        out[(rows > 0)[:, None] & (move > self.cfg.market.max_bar_log_move)] = "jump"
         out[np.isnan(panel.close[rows]) & np.isfinite(filled.close[rows])] = "filled"
         if hasattr(self.market, "repaired"):  # a loader that repairs rows says which bars it touched
             touched = self.market.repaired(self.symbols, times[0], times[-1])

@@ -33,7 +33,7 @@ class RiskCheckResult:
     allowed : ndarray, shape (N,), bool
         The change to ``target`` may be sent (True also where nothing changes).
     reason : ndarray, shape (N,), str
-        'kill_switch_active', 'filled_bar' / 'repaired_bar', 'position_limit' or 'gross_limit' for a blocked
+        'kill_switch_active', 'jump_bar' / 'filled_bar' / 'repaired_bar', 'position_limit' or 'gross_limit' for a blocked
         change (first that applies); '' when allowed.
     final_target : ndarray, shape (N,)
         ``target`` where allowed, else the current weight.
@@ -103,9 +103,9 @@ def trade_risk_checks(
     halted : bool
         Kill switch on: every risk-increasing change is blocked.
     bar_repair : ndarray of str, shape (N,), optional
-        How each symbol's current bar was mended ('' for a bar as given; 'filled' for a missing bar
-        carried from the previous close; 'repaired' for a bar the loader repaired): a risk-increasing
-        change on a mended bar is blocked with reason '<repair>_bar' (risk-reducing ones pass).
+        What is suspect about each symbol's current bar ('' for nothing; 'jump', 'filled' or 'repaired'):
+        a risk-increasing change on a suspect bar is blocked with reason '<that>_bar' (risk-reducing
+        ones pass).
 
     Returns
     -------

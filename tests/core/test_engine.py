@@ -359,3 +359,25 @@ def test_a_replayed_session_is_kept_in_a_checksummed_file_beside_the_state(engin
     assert engine.store.cycle_trace("files", times[10]) is not None  # the other session still reads
     engine.replay("files", times[0], times[-1])  # a fresh replay rebuilds it
     assert len(engine.store.decisions("files")) == 156 * len(engine.symbols)
+
+
+def test_a_jump_beyond_the_limit_a_missing_bar_and_a_repaired_bar_are_each_named(engine_home):
+    import dataclasses
+
+    from foxlive_core.features import fill_missing_bars
+
+    engine = engine_home()
+    times = bar_times(engine, DAY1, 10)
+    panel = engine.load_bars(times)
+    close = panel.close.copy()
+    rows = panel.times.get_indexer(times)
+    close[rows[3]:, 0] *= 100.0  # a bad split adjustment from the 4th cycle on: one jump, then normal moves
+    close[rows[5], 1] = np.nan  # a missing bar
+    close[rows[6], 2] *= 2.0  # a doubled close: log 2 = 0.69, within the default limit of 1.0
+    panel = dataclasses.replace(panel, close=close)
+    filled = fill_missing_bars(panel, engine.cfg.market.max_fill_bars)
+    flags = engine.bar_repairs(panel, filled, rows, times)
+    assert flags[3, 0] == "jump" and (flags[4:, 0] == "").all() and (flags[:3, 0] == "").all()
+    assert flags[5, 1] == "filled" and flags[6, 1] == ""
+    assert (flags[:, 2] == "").all()
+    assert (flags[:, 3:] == "").all()

@@ -14,18 +14,36 @@ import functools
 import dagster as dg
 import pandas as pd
 
-from foxlive_core.calendar import ROUND_THE_CLOCK, TradingCalendar, calendar_for
+from foxlive_core.calendar import TradingCalendar, calendar_for
 from foxlive_core.config import FoxliveConfig
 
 PARTITION_FMT = "%Y-%m-%d-%H:%M"
 
 
+def _repeated_sunday_hours(tz: str, m: int, start: pd.Timestamp, end: pd.Timestamp) -> list:
+    """Window starts of ``tz``'s Sunday mornings that change daylight saving time, as datetimes.
+
+    Dagster does not apply a cron exclusion to the second pass through a repeated hour, so the
+    24/5 weekend's excluded Sunday morning is also listed by time on those days.
+    """
+    sundays = pd.date_range(start.tz_convert(tz).tz_localize(None).normalize(),
+                            end.tz_convert(tz).tz_localize(None).normalize(), freq="W-SUN")
+    midnight = sundays.tz_localize(tz)
+    noon = (sundays + pd.Timedelta(hours=12)).tz_localize(tz)
+    changed = [d for d, a, b in zip(sundays, midnight, noon) if a.utcoffset() != b.utcoffset()]
+    starts = [pd.date_range(pd.Timestamp(d, tz=tz), pd.Timestamp(d + pd.Timedelta(hours=17), tz=tz), freq=f"{m}min",
+                            inclusive="left") for d in changed]
+    return [t.to_pydatetime() for day in starts for t in day]
+
+
 def _cron_and_exclusions(cal: TradingCalendar, start: pd.Timestamp, end: pd.Timestamp):
     m = cal.interval_minutes
     tz = cal.tz
-    if cal.code in ROUND_THE_CLOCK:
-        days = "*" if cal.code == "24/7" else "1-5"
-        return f"*/{m} * * * {days}", []
+    if cal.code == "24/7":
+        return f"*/{m} * * * *", []
+    if cal.code == "24/5":
+        # in New York time: the FX week opens Sunday 17:00 and closes Friday 17:00
+        return f"*/{m} * * * 0-5", [f"*/{m} 0-16 * * 0", f"*/{m} 17-23 * * 5"] + _repeated_sunday_hours(tz, m, start, end)
     sessions = cal.sessions(start, end)
     opens = sessions["open"].dt.tz_convert(tz)
     closes = sessions["close"].dt.tz_convert(tz)

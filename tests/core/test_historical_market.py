@@ -379,14 +379,15 @@ def test_two_time_columns_are_an_error_until_one_is_named(tmp_path):
 
 
 def test_time_is_open_moves_hourly_bars_one_hour_later(tmp_path):
-    opens = pd.date_range("2025-01-03T00:00Z", "2025-01-03T23:00Z", freq="h")  # a Friday, 24 bar opens
+    # Thursday 2 Jan 2025's FX day, 17:00 to 17:00 New York: 24 bar opens from Wednesday 22:00Z
+    opens = pd.date_range("2025-01-01T22:00Z", "2025-01-02T21:00Z", freq="h")
     close = 1.03 + 0.0001 * np.arange(24)
     pd.DataFrame({"time": [t.isoformat() for t in opens], "open": close, "high": close, "low": close,
                   "close": close, "volume": 1.0}).to_csv(tmp_path / "EURUSD.csv", index=False)
     as_closes = HistoricalMarket(tmp_path, make_market(repair=False, calendar="24/5", bar_interval="60m"))
-    assert as_closes.first_time == T("2025-01-03T00:00Z") and as_closes.last_time == T("2025-01-03T23:00Z")
+    assert as_closes.first_time == T("2025-01-01T22:00Z") and as_closes.last_time == T("2025-01-02T21:00Z")
     market = HistoricalMarket(tmp_path, make_market(repair=False, calendar="24/5", bar_interval="60m", time_is="open"))
-    assert market.first_time == T("2025-01-03T01:00Z") and market.last_time == T("2025-01-04T00:00Z")
+    assert market.first_time == T("2025-01-01T23:00Z") and market.last_time == T("2025-01-02T22:00Z")
     panel = market.bars(None, market.first_time, market.last_time)
     assert len(panel.times) == 24
     np.testing.assert_array_equal(panel.close[:, 0], close)
@@ -511,20 +512,23 @@ def test_strict_mode_counts_every_bad_row_and_lists_a_few(tmp_path):
 
 
 def test_fx_weekend_is_no_bars_and_filling_stays_inside_the_week(tmp_path):
-    # hourly EURUSD stamped at bar opens as FX files come: Friday 3 Jan 00:00Z to 21:00Z (quotes stop at 22:00Z),
-    # then Monday 6 Jan 00:00Z to 22:00Z
-    opens = pd.date_range("2025-01-03T00:00Z", "2025-01-03T21:00Z", freq="h").append(
-        pd.date_range("2025-01-06T00:00Z", "2025-01-06T22:00Z", freq="h"))
+    # hourly EURUSD stamped at bar opens as FX files come (winter: the FX day rolls at 22:00Z): Friday 3 Jan's FX
+    # day from Thursday 22:00Z, its quotes stopping after the 19:00Z bar; the week opening Sunday 5 Jan 22:00Z,
+    # then Monday's FX day to its last bar opening 21:00Z
+    opens = pd.date_range("2025-01-02T22:00Z", "2025-01-03T19:00Z", freq="h").append(
+        pd.date_range("2025-01-05T22:00Z", "2025-01-06T21:00Z", freq="h"))
     close = 1.03 + 0.0001 * np.arange(len(opens))
     pd.DataFrame({"time": [t.isoformat() for t in opens], "open": close, "high": close, "low": close,
                   "close": close, "volume": 1.0}).to_csv(tmp_path / "EURUSD.csv", index=False)
     market = HistoricalMarket(tmp_path, make_market(repair=False, calendar="24/5", bar_interval="60m", time_is="open"))
     panel = market.bars(None, market.first_time, market.last_time)
-    # Friday's bars close 01:00Z .. 24:00Z (24, the last two absent), Monday's 01:00Z .. 23:00Z (23)
-    assert len(panel.times) == 47 and panel.times[24] == T("2025-01-06T01:00Z")
-    assert not ((panel.times > T("2025-01-04T00:00Z")) & (panel.times < T("2025-01-06T00:00Z"))).any()
+    # Friday's bars close Thursday 23:00Z .. Friday 22:00Z (24, the last two absent); Monday's Sunday 23:00Z ..
+    # Monday 22:00Z (24), the first of them Sunday evening's
+    assert len(panel.times) == 48 and panel.times[23] == T("2025-01-03T22:00Z")
+    assert panel.times[24] == T("2025-01-05T23:00Z")
+    assert not ((panel.times > T("2025-01-03T22:00Z")) & (panel.times < T("2025-01-05T23:00Z"))).any()
     assert np.isnan(panel.close[22:24, 0]).all()
     filled = fill_missing_bars(panel, 3)  # max_fill_bars: 3, the shipped default
     assert np.isfinite(filled.close).all()
-    np.testing.assert_array_equal(filled.close[22:24, 0], close[21])  # Friday 21:00-22:00Z close carried 2 bars
+    np.testing.assert_array_equal(filled.close[22:24, 0], close[21])  # Friday 19:00-20:00Z close carried 2 bars
     np.testing.assert_array_equal(filled.close[24:, 0], close[22:])

@@ -290,12 +290,16 @@ def test_naive_and_unparseable_times_are_always_errors(tmp_path, repair):
 
 
 @pytest.mark.parametrize("repair", [False, True])
-def test_naive_parquet_column_is_always_an_error(tmp_path, repair):
+def test_naive_parquet_column_needs_a_timezone(tmp_path, repair):
     f = frame_of(0)
-    f["time"] = pd.to_datetime(f["time"], format="ISO8601").dt.tz_localize(None)
+    f["time"] = pd.to_datetime(f["time"], format="ISO8601").dt.tz_convert("America/New_York").dt.tz_localize(None)
     f.to_parquet(tmp_path / "AAA.parquet", index=False)
-    with pytest.raises(DataError, match=r"AAA\.parquet row\(s\) 1, 2, .*: column 'time' is timezone-naive with a time of day"):
+    with pytest.raises(DataError, match=r"AAA\.parquet row\(s\) 1, 2, .*: time '2025-01-02 09:35:00' has no timezone "
+                                        r"offset; set market\.historical\.timezone"):
         HistoricalMarket(tmp_path, make_market(repair=repair))
+    market = HistoricalMarket(tmp_path, make_market(repair=repair, timezone="America/New_York"))
+    assert market.first_time == TIMES[0] and market.last_time == TIMES[-1]  # 09:35 New York is 14:35Z in January
+    np.testing.assert_array_equal(market.bars(None, TIMES[0], TIMES[-1]).close[:, 0], expected(0)["close"])
 
 
 @pytest.mark.parametrize("repair", [False, True])
@@ -426,6 +430,53 @@ def test_bare_dates_that_are_no_session_and_bare_dates_with_intraday_bars(tmp_pa
     with pytest.raises(DataError, match=r"SPY\.csv row\(s\) 1, 2, 3: time '2024-07-03' is a date without a time of day, "
                                         r"which only daily bars \(market\.bar_interval: 1d\) can use"):
         HistoricalMarket(tmp_path, make_market())
+
+
+def test_time_format_reads_us_dates_and_dotted_day_first_times(tmp_path):
+    # month/day/year dates as Yahoo exports write them: the same four sessions as the ISO dates above
+    daily_rows(["3/8/2024", "3/11/2024", "7/3/2024", "7/5/2024"]).to_csv(tmp_path / "SPX.csv", index=False)
+    with pytest.raises(DataError, match=r"SPX\.csv row\(s\) 1, 2, 3, 4: time '3/8/2024' is not an ISO 8601 timestamp "
+                                        r".*set market\.historical\.time_format"):
+        HistoricalMarket(tmp_path, make_market(repair=False, bar_interval="1d"))
+    market = HistoricalMarket(tmp_path, make_market(repair=False, bar_interval="1d", time_format="%m/%d/%Y"))
+    panel = market.bars(None, market.first_time, market.last_time)
+    assert list(panel.times[np.isfinite(panel.close[:, 0])]) == [
+        T("2024-03-08T21:00Z"), T("2024-03-11T20:00Z"), T("2024-07-03T17:00Z"), T("2024-07-05T20:00Z")]
+    with pytest.raises(DataError, match=r"SPX\.csv row\(s\) 1, 2, 3, 4: time '3/8/2024' does not match "
+                                        r"market\.historical\.time_format '%d\.%m\.%Y'"):
+        HistoricalMarket(tmp_path, make_market(repair=False, bar_interval="1d", time_format="%d.%m.%Y"))
+    (tmp_path / "SPX.csv").unlink()
+    # day.month.year times of hourly bar opens without an offset, in UTC: Friday 3 Jan 2025's FX day from 22:00Z
+    opens = pd.date_range("2025-01-02T22:00Z", "2025-01-03T21:00Z", freq="h")
+    close = 1.03 + 0.0001 * np.arange(24)
+    pd.DataFrame({"Time": opens.strftime("%d.%m.%Y %H:%M:%S.000"), "Open": close, "High": close, "Low": close,
+                  "Close": close, "Volume": 1.0}).to_csv(tmp_path / "EURUSD.csv", index=False)
+    fx = dict(repair=False, calendar="24/5", bar_interval="60m", time_is="open", time_format="%d.%m.%Y %H:%M:%S.%f")
+    with pytest.raises(DataError, match=r"EURUSD\.csv row\(s\) 1, 2, .*: time '02\.01\.2025 22:00:00\.000' has no "
+                                        r"timezone offset; set market\.historical\.timezone"):
+        HistoricalMarket(tmp_path, make_market(**fx))
+    market = HistoricalMarket(tmp_path, make_market(**fx, timezone="UTC"))
+    assert market.first_time == T("2025-01-02T23:00Z") and market.last_time == T("2025-01-03T22:00Z")
+    np.testing.assert_array_equal(market.bars(None, market.first_time, market.last_time).close[:, 0], close)
+
+
+def test_naive_times_in_a_zone_with_daylight_saving(tmp_path):
+    # hourly bar closes written in New York wall-clock time around the fall-back night of Sunday 2 Nov 2025,
+    # Monday's FX day; 01:00 happens twice that night, so it names no single instant
+    local = ["2025-11-01 22:00", "2025-11-02 19:00", "2025-11-02 20:00", "2025-11-03 07:00"]
+    close = [1.1, 1.2, 1.3, 1.4]
+    rows = pd.DataFrame({"time": local, "open": close, "high": close, "low": close, "close": close, "volume": 1.0})
+    rows.iloc[1:].to_csv(tmp_path / "EURUSD.csv", index=False)
+    fx = dict(repair=False, calendar="24/5", bar_interval="60m", timezone="America/New_York")
+    market = HistoricalMarket(tmp_path, make_market(**fx))
+    panel = market.bars(None, market.first_time, market.last_time)
+    # Sunday 19:00 EST = Monday 00:00Z; Monday 07:00 EST = 12:00Z
+    assert panel.times[0] == T("2025-11-03T00:00Z") and panel.times[-1] == T("2025-11-03T12:00Z")
+    np.testing.assert_array_equal(panel.close[[0, 1, -1], 0], [1.2, 1.3, 1.4])
+    rows.assign(time=["2025-11-02 01:00"] + local[1:]).to_csv(tmp_path / "EURUSD.csv", index=False)
+    with pytest.raises(DataError, match=r"EURUSD\.csv row\(s\) 1: time '2025-11-02 01:00' is repeated or skipped by "
+                                        r"a daylight saving change in America/New_York"):
+        HistoricalMarket(tmp_path, make_market(**fx))
 
 
 def test_a_1995_daily_file_loads_on_xnys(tmp_path):

@@ -43,7 +43,9 @@ timezone-aware Parquet index; with none of those, an unnamed first CSV column
 Text times are ISO 8601, or with ``market.historical.time_format`` in that
 strftime format (``%m/%d/%Y`` for ``1/4/1999``, ``%d.%m.%Y %H:%M:%S.%f``):
 a format without an hour (``%H``, ``%I``) writes bare dates, one with ``%z``
-times with an offset, any other times of day without one.
+times with an offset, any other times of day without one. Values the format
+does not read are read as ISO 8601, so one directory may hold files from
+vendors writing either.
 
 Each time must then be a bar close time of the calendar and bar interval (a
 5-minute XNYS bar covering 14:30-14:35 UTC is labelled 14:35). The calendar
@@ -249,34 +251,31 @@ def _read_times(column: pd.Series, label: str, rows: np.ndarray, market: MarketC
         return nat_utc, naive, nat
     text = column.astype(str).str.strip()
     fmt = market.historical.time_format
+    aware, local, dates = nat_utc, nat, nat
     if fmt is not None:
         zoned = "%z" in fmt
-        parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=zoned)
-        if parsed.isna().any():
-            bad = np.flatnonzero(parsed.isna().to_numpy())
-            raise DataError(
-                f"{label} row(s) {_rows_text(rows[bad])}: time {text.iloc[bad[0]]!r} does not match "
-                f"market.historical.time_format {fmt!r}; set it to the file's format (strftime directives)"
-            )
-        parsed = parsed.dt.as_unit("ns")
+        parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=zoned).dt.as_unit("ns")
         if zoned:
-            return parsed, nat, nat
-        if not any(d in fmt for d in ("%H", "%I")):  # a format without hours writes dates
-            return nat_utc, nat, parsed
-        return nat_utc, parsed, nat
-    bare = text.str.match(_DATE_PATTERN).to_numpy(dtype=bool)
-    has_zone = text.str.contains(_OFFSET_PATTERN, regex=True).to_numpy(dtype=bool)
-    aware = pd.to_datetime(text.where(~bare & has_zone), utc=True, format="ISO8601", errors="coerce")
-    local = pd.to_datetime(text.where(~bare & ~has_zone), format="ISO8601", errors="coerce")
-    dates = pd.to_datetime(text.where(bare), format="%Y-%m-%d", errors="coerce")
+            aware = parsed
+        elif not any(d in fmt for d in ("%H", "%I")):  # a format without hours writes dates
+            dates = parsed
+        else:
+            local = parsed
+    rest = parsed.isna().to_numpy() if fmt is not None else np.ones(len(text), dtype=bool)
+    bare = rest & text.str.match(_DATE_PATTERN).to_numpy(dtype=bool)
+    has_zone = rest & text.str.contains(_OFFSET_PATTERN, regex=True).to_numpy(dtype=bool)
+    unzoned = rest & ~bare & ~has_zone
+    aware = aware.where(~has_zone, pd.to_datetime(text.where(has_zone), utc=True, format="ISO8601", errors="coerce"))
+    local = local.where(~unzoned, pd.to_datetime(text.where(unzoned), format="ISO8601", errors="coerce"))
+    dates = dates.where(~bare, pd.to_datetime(text.where(bare), format="%Y-%m-%d", errors="coerce"))
     unparsed = aware.isna().to_numpy() & local.isna().to_numpy() & dates.isna().to_numpy()
     if unparsed.any():
         bad = np.flatnonzero(unparsed)
-        raise DataError(
-            f"{label} row(s) {_rows_text(rows[bad])}: time {text.iloc[bad[0]]!r} is not an ISO 8601 timestamp "
-            "('2025-01-02T14:35:00Z') or date ('2024-07-03'); set market.historical.time_format to the file's format, "
-            "e.g. '%m/%d/%Y' or '%d.%m.%Y %H:%M:%S.%f'"
-        )
+        expected = (f"does not match market.historical.time_format {fmt!r} and is not ISO 8601; set the key to the "
+                    "file's format (strftime directives)" if fmt is not None else
+                    "is not an ISO 8601 timestamp ('2025-01-02T14:35:00Z') or date ('2024-07-03'); set "
+                    "market.historical.time_format to the file's format, e.g. '%m/%d/%Y' or '%d.%m.%Y %H:%M:%S.%f'")
+        raise DataError(f"{label} row(s) {_rows_text(rows[bad])}: time {text.iloc[bad[0]]!r} {expected}")
     return aware.dt.as_unit("ns"), local.dt.as_unit("ns"), dates.dt.as_unit("ns")
 
 

@@ -443,8 +443,15 @@ def test_time_format_reads_us_dates_and_dotted_day_first_times(tmp_path):
     assert list(panel.times[np.isfinite(panel.close[:, 0])]) == [
         T("2024-03-08T21:00Z"), T("2024-03-11T20:00Z"), T("2024-07-03T17:00Z"), T("2024-07-05T20:00Z")]
     with pytest.raises(DataError, match=r"SPX\.csv row\(s\) 1, 2, 3, 4: time '3/8/2024' does not match "
-                                        r"market\.historical\.time_format '%d\.%m\.%Y'"):
+                                        r"market\.historical\.time_format '%d\.%m\.%Y' and is not ISO 8601"):
         HistoricalMarket(tmp_path, make_market(repair=False, bar_interval="1d", time_format="%d.%m.%Y"))
+    # a second vendor's file in the same directory writing ISO dates is read as ISO 8601
+    daily_rows(["2024-03-08", "2024-07-05"]).to_csv(tmp_path / "GOOG.csv", index=False)
+    both = HistoricalMarket(tmp_path, make_market(repair=False, bar_interval="1d", time_format="%m/%d/%Y"))
+    assert both.symbols == ("GOOG", "SPX")
+    np.testing.assert_array_equal(both.bars(None, T("2024-03-08T21:00Z"), T("2024-07-05T20:00Z")).close[[0, -1]],
+                                  [[50.0, 50.0], [51.0, 53.0]])
+    (tmp_path / "GOOG.csv").unlink()
     (tmp_path / "SPX.csv").unlink()
     # day.month.year times of hourly bar opens without an offset, in UTC: Friday 3 Jan 2025's FX day from 22:00Z
     opens = pd.date_range("2025-01-02T22:00Z", "2025-01-03T21:00Z", freq="h")

@@ -15,7 +15,8 @@ Two round-the-clock calendars need no exchange:
   so the week opens Sunday 17:00 New York (22:00Z in winter, 21:00Z in summer)
   and closes Friday 17:00 New York, as FX data comes. Saturday and Sunday are
   no sessions: the weekend holds no bar, and the bar after Friday's last is
-  Monday's session's first (Sunday evening). Daylight saving changes fall on
+  Monday's session's first (Sunday evening). 25 December and 1 January are
+  no sessions (the interbank market is shut). Daylight saving changes fall on
   weekends, so every session is 24 hours. Missing-bar filling works on bar
   rows, so it never reaches across the weekend.
 """
@@ -102,10 +103,15 @@ def to_utc(ts) -> pd.Timestamp:
 
 
 def _fx_sessions(start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """Weekday FX sessions around [start, end] (UTC): index the session date, open 17:00 New York the day before, close 17:00 New York."""
+    """Weekday FX sessions around [start, end] (UTC): index the session date, open 17:00 New York the day before, close 17:00 New York.
+
+    25 December and 1 January are no sessions: the interbank market is shut, and the next session opens at 17:00
+    New York on the holiday itself.
+    """
     days = pd.date_range((start - pd.Timedelta(days=1)).tz_localize(None).floor("D"),
                          (end + pd.Timedelta(days=2)).tz_localize(None).ceil("D"), freq="D")
-    days = days[days.day_of_week < 5]
+    closed = ((days.month == 12) & (days.day == 25)) | ((days.month == 1) & (days.day == 1))
+    days = days[(days.day_of_week < 5) & ~closed]
     roll = pd.Timedelta(hours=FX_ROLL_HOUR)
     close = (days + roll).tz_localize(FX_ROLL_ZONE).tz_convert("UTC")
     open_ = (days - pd.Timedelta(days=1) + roll).tz_localize(FX_ROLL_ZONE).tz_convert("UTC")

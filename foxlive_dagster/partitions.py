@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from foxlive_core.calendar import TradingCalendar, calendar_for
@@ -20,20 +21,26 @@ from foxlive_core.config import FoxliveConfig
 PARTITION_FMT = "%Y-%m-%d-%H:%M"
 
 
-def _repeated_sunday_hours(tz: str, m: int, start: pd.Timestamp, end: pd.Timestamp) -> list:
-    """Window starts of ``tz``'s Sunday mornings that change daylight saving time, as datetimes.
+def _fx_exclusions(cal: TradingCalendar, start: pd.Timestamp, end: pd.Timestamp) -> list:
+    """Window starts that the 24/5 cron leaves in but that start no bar, as datetimes in the calendar's zone.
 
-    Dagster does not apply a cron exclusion to the second pass through a repeated hour, so the
-    24/5 weekend's excluded Sunday morning is also listed by time on those days.
+    Those are the shut holidays (from 17:00 New York on their eve) and the Sunday mornings of daylight
+    saving changes: Dagster does not apply a cron exclusion to the second pass through a repeated hour.
     """
-    sundays = pd.date_range(start.tz_convert(tz).tz_localize(None).normalize(),
-                            end.tz_convert(tz).tz_localize(None).normalize(), freq="W-SUN")
-    midnight = sundays.tz_localize(tz)
-    noon = (sundays + pd.Timedelta(hours=12)).tz_localize(tz)
-    changed = [d for d, a, b in zip(sundays, midnight, noon) if a.utcoffset() != b.utcoffset()]
-    starts = [pd.date_range(pd.Timestamp(d, tz=tz), pd.Timestamp(d + pd.Timedelta(hours=17), tz=tz), freq=f"{m}min",
-                            inclusive="left") for d in changed]
-    return [t.to_pydatetime() for day in starts for t in day]
+    tz, m = cal.tz, cal.interval_minutes
+    days = pd.date_range(start.tz_convert(tz).tz_localize(None).normalize(),
+                         end.tz_convert(tz).tz_localize(None).normalize(), freq="D")
+    shut = ((days.month == 12) & (days.day == 25)) | ((days.month == 1) & (days.day == 1))
+    eve = ((days.month == 12) & (days.day == 24)) | ((days.month == 12) & (days.day == 31))
+    midnight, noon = days.tz_localize(tz), (days + pd.Timedelta(hours=12)).tz_localize(tz)
+    dst_sunday = (days.day_of_week == 6) & np.array([a.utcoffset() != b.utcoffset() for a, b in zip(midnight, noon)])
+    excluded = []
+    for day in days[shut | eve | dst_sunday]:
+        lo, hi = pd.Timestamp(day, tz=tz), pd.Timestamp(day + pd.Timedelta(days=1), tz=tz)
+        starts = pd.date_range(lo.tz_convert("UTC"), hi.tz_convert("UTC"), freq=f"{m}min", inclusive="left")
+        bar_starts = cal.bar_times(starts[0] + pd.Timedelta(minutes=m), starts[-1] + pd.Timedelta(minutes=m))
+        excluded.extend(starts.difference(bar_starts - pd.Timedelta(minutes=m)).tz_convert(tz).to_pydatetime())
+    return excluded
 
 
 def _cron_and_exclusions(cal: TradingCalendar, start: pd.Timestamp, end: pd.Timestamp):
@@ -43,7 +50,7 @@ def _cron_and_exclusions(cal: TradingCalendar, start: pd.Timestamp, end: pd.Time
         return f"*/{m} * * * *", []
     if cal.code == "24/5":
         # in New York time: the FX week opens Sunday 17:00 and closes Friday 17:00
-        return f"*/{m} * * * 0-5", [f"*/{m} 0-16 * * 0", f"*/{m} 17-23 * * 5"] + _repeated_sunday_hours(tz, m, start, end)
+        return f"*/{m} * * * 0-5", [f"*/{m} 0-16 * * 0", f"*/{m} 17-23 * * 5"] + _fx_exclusions(cal, start, end)
     sessions = cal.sessions(start, end)
     opens = sessions["open"].dt.tz_convert(tz)
     closes = sessions["close"].dt.tz_convert(tz)

@@ -92,6 +92,10 @@ def test_24_5_is_the_fx_week_rolling_at_17_new_york():
     assert len(fx.bar_times("2025-03-09T21:00Z", "2025-03-10T21:00Z")) == 24
     assert fx.session_date("2025-01-05T23:00Z") == pd.Timestamp("2025-01-06")  # Sunday evening is Monday's FX day
     assert fx.tz == "America/New_York"
+    # Christmas Day 2017, a Monday, is shut: Friday 22 Dec's session, then Tuesday 26 Dec's, opening Monday 22:00Z
+    christmas = fx.sessions("2017-12-22T12:00Z", "2017-12-26T12:00Z")
+    assert list(christmas.index) == [pd.Timestamp("2017-12-22"), pd.Timestamp("2017-12-26")]
+    assert christmas["open"].iloc[1] == pd.Timestamp("2017-12-25T22:00Z")
     daily = TradingCalendar("24/5", None)
     assert list(daily.bar_times("2025-01-03T00:30Z", "2025-01-07T23:00Z")) == [
         pd.Timestamp("2025-01-03T22:00Z"), pd.Timestamp("2025-01-06T22:00Z"), pd.Timestamp("2025-01-07T22:00Z")]

@@ -99,3 +99,6 @@ def test_fx_cycle_partitions_are_the_fx_week_through_a_daylight_saving_change():
     bars = TradingCalendar("24/5", 60).bar_times("2025-10-31T05:00Z", "2025-11-03T05:00Z")
     window_starts = (bars - pd.Timedelta(hours=1)).tz_convert("America/New_York").strftime("%Y-%m-%d-%H:%M")
     assert [k for k in keys if "2025-10-31" <= k < "2025-11-03"] == list(window_starts)
+    # Christmas Day 2025 (a Thursday) is shut: no window from Wednesday 17:00 to Thursday 17:00 New York
+    christmas = [k for k in keys if "2025-12-24" <= k < "2025-12-26"]
+    assert christmas == [f"2025-12-24-{h:02d}:00" for h in range(17)] + [f"2025-12-25-{h:02d}:00" for h in range(17, 24)]

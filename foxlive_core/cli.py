@@ -60,7 +60,8 @@ def _resolve(market, t: pd.Timestamp, end_of_day: bool) -> pd.Timestamp:
         raise DataError(f"{t.date()} is not a trading session of calendar {market.calendar.code}")
     if end_of_day:
         return match["close"].iloc[0]
-    return market.calendar.bar_times(match["open"].iloc[0], match["close"].iloc[0])[0]
+    # the first bar closing after the open (on 24/7 and 24/5 the previous session closes at this open)
+    return market.calendar.bar_times(match["open"].iloc[0] + pd.Timedelta(1, "ns"), match["close"].iloc[0])[0]
 
 
 def build_parser() -> argparse.ArgumentParser:

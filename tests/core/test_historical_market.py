@@ -383,15 +383,15 @@ def test_two_time_columns_are_an_error_until_one_is_named(tmp_path):
 
 
 def test_time_is_open_moves_hourly_bars_one_hour_later(tmp_path):
-    # Thursday 2 Jan 2025's FX day, 17:00 to 17:00 New York: 24 bar opens from Wednesday 22:00Z
-    opens = pd.date_range("2025-01-01T22:00Z", "2025-01-02T21:00Z", freq="h")
+    # Wednesday 8 Jan 2025's FX day, 17:00 to 17:00 New York: 24 bar opens from Tuesday 22:00Z
+    opens = pd.date_range("2025-01-07T22:00Z", "2025-01-08T21:00Z", freq="h")
     close = 1.03 + 0.0001 * np.arange(24)
     pd.DataFrame({"time": [t.isoformat() for t in opens], "open": close, "high": close, "low": close,
                   "close": close, "volume": 1.0}).to_csv(tmp_path / "EURUSD.csv", index=False)
     as_closes = HistoricalMarket(tmp_path, make_market(repair=False, calendar="24/5", bar_interval="60m"))
-    assert as_closes.first_time == T("2025-01-01T22:00Z") and as_closes.last_time == T("2025-01-02T21:00Z")
+    assert as_closes.first_time == T("2025-01-07T22:00Z") and as_closes.last_time == T("2025-01-08T21:00Z")
     market = HistoricalMarket(tmp_path, make_market(repair=False, calendar="24/5", bar_interval="60m", time_is="open"))
-    assert market.first_time == T("2025-01-01T23:00Z") and market.last_time == T("2025-01-02T22:00Z")
+    assert market.first_time == T("2025-01-07T23:00Z") and market.last_time == T("2025-01-08T22:00Z")
     panel = market.bars(None, market.first_time, market.last_time)
     assert len(panel.times) == 24
     np.testing.assert_array_equal(panel.close[:, 0], close)

@@ -10,11 +10,15 @@ library's default range starts about 20 years ago, 2006-12-04 for XNYS).
 Two round-the-clock calendars need no exchange:
 
 - ``24/7`` (crypto): every UTC day is a session, 00:00Z to 24:00Z.
-- ``24/5`` (FX): the UTC weekdays Monday to Friday are sessions, 00:00Z to
-  24:00Z; Saturday and Sunday are no sessions, so the weekend holds no bar and
-  the bar after Friday's last (closing Saturday 00:00Z, the close of Friday's
-  session) is Monday's first. Missing-bar filling works on bar rows, so it never
-  reaches across the weekend.
+- ``24/5`` (FX): the interbank week. Monday to Friday are sessions, each
+  from 17:00 New York the evening before to 17:00 New York (the FX day's roll),
+  so the week opens Sunday 17:00 New York (22:00Z in winter, 21:00Z in summer)
+  and closes Friday 17:00 New York, as FX data comes. Saturday and Sunday are
+  no sessions: the weekend holds no bar, and the bar after Friday's last is
+  Monday's session's first (Sunday evening). 25 December and 1 January are
+  no sessions (the interbank market is shut). Daylight saving changes fall on
+  weekends, so every session is 24 hours. Missing-bar filling works on bar
+  rows, so it never reaches across the weekend.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import pandas as pd
 from foxlive_core.errors import ConfigError, DataError
 
 ROUND_THE_CLOCK = ("24/7", "24/5")
+FX_ROLL_ZONE = "America/New_York"  # the FX day ends at 17:00 here
+FX_ROLL_HOUR = 17
 
 
 @functools.lru_cache(maxsize=None)
@@ -96,6 +102,22 @@ def to_utc(ts) -> pd.Timestamp:
     return t.tz_convert("UTC")
 
 
+def _fx_sessions(start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Weekday FX sessions around [start, end] (UTC): index the session date, open 17:00 New York the day before, close 17:00 New York.
+
+    25 December and 1 January are no sessions: the interbank market is shut, and the next session opens at 17:00
+    New York on the holiday itself.
+    """
+    days = pd.date_range((start - pd.Timedelta(days=1)).tz_localize(None).floor("D"),
+                         (end + pd.Timedelta(days=2)).tz_localize(None).ceil("D"), freq="D")
+    closed = ((days.month == 12) & (days.day == 25)) | ((days.month == 1) & (days.day == 1))
+    days = days[(days.day_of_week < 5) & ~closed]
+    roll = pd.Timedelta(hours=FX_ROLL_HOUR)
+    close = (days + roll).tz_localize(FX_ROLL_ZONE).tz_convert("UTC")
+    open_ = (days - pd.Timedelta(days=1) + roll).tz_localize(FX_ROLL_ZONE).tz_convert("UTC")
+    return pd.DataFrame({"open": open_, "close": close}, index=days)
+
+
 @dataclass(frozen=True)
 class TradingCalendar:
     """Bar close times of one exchange at one bar interval.
@@ -109,18 +131,20 @@ class TradingCalendar:
 
     @property
     def tz(self) -> str:
-        return "UTC" if self.code in ROUND_THE_CLOCK else str(_xcal(self.code).tz)
+        if self.code == "24/5":
+            return FX_ROLL_ZONE
+        return "UTC" if self.code == "24/7" else str(_xcal(self.code).tz)
 
     # -- sessions
 
     def sessions(self, start, end) -> pd.DataFrame:
         """Sessions whose close lies in [start, end]: index session date, columns open, close (UTC)."""
         start, end = to_utc(start), to_utc(end)
-        if self.code in ROUND_THE_CLOCK:
+        if self.code == "24/7":
             days = pd.date_range((start - pd.Timedelta(days=1)).floor("D"), end.ceil("D"), freq="D", tz="UTC")
-            if self.code == "24/5":
-                days = days[days.day_of_week < 5]
             frame = pd.DataFrame({"open": days, "close": days + pd.Timedelta(days=1)}, index=days.tz_localize(None))
+        elif self.code == "24/5":
+            frame = _fx_sessions(start, end)
         else:
             first_day = (start - pd.Timedelta(days=2)).tz_localize(None).normalize()
             cal = _xcal_from(self.code, first_day)

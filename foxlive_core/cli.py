@@ -24,7 +24,6 @@ import time as _time
 
 import pandas as pd
 
-from foxlive_core.calendar import ROUND_THE_CLOCK
 from foxlive_core.config import CONFIG_ENV_VAR, bars_per_session, load_config
 from foxlive_core.errors import DataError, FoxliveError, StateError
 
@@ -61,7 +60,8 @@ def _resolve(market, t: pd.Timestamp, end_of_day: bool) -> pd.Timestamp:
         raise DataError(f"{t.date()} is not a trading session of calendar {market.calendar.code}")
     if end_of_day:
         return match["close"].iloc[0]
-    return market.calendar.bar_times(match["open"].iloc[0], match["close"].iloc[0])[0]
+    # the first bar closing after the open (on 24/7 and 24/5 the previous session closes at this open)
+    return market.calendar.bar_times(match["open"].iloc[0] + pd.Timedelta(1, "ns"), match["close"].iloc[0])[0]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,12 +211,16 @@ def cmd_replay(cfg, args) -> int:
     return 0
 
 
+#: Sessions a year by calendar, for annualising; exchanges trade about 252 days.
+SESSIONS_PER_YEAR = {"24/7": 365, "24/5": 260}
+
+
 def print_performance(cfg, store, book: str, market) -> dict:
     """Print the summary of ``book``'s cycles (P&L, Sharpe, drawdown, turnover, costs); returns the figures."""
     from foxlive_core.runtime import performance
 
     cycles = store.cycles(book)
-    days = 365 if cfg.market.calendar in ROUND_THE_CLOCK else 252
+    days = SESSIONS_PER_YEAR.get(cfg.market.calendar, 252)
     perf = performance(cycles, cfg.broker.starting_cash, days * bars_per_session(cfg.market))
     orders = store.orders(book)
     state = store.load(book)

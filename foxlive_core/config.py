@@ -80,6 +80,8 @@ class HistoricalConfig:
     time_column: str | None = None  # None: found by name (time, timestamp, date, datetime) or position
     time_is: str = num("close", **_choice("close", "open"))
     max_repair_share: float = num(0.05, **_rng(0.0, 1.0))
+    time_format: str | None = None  # None: ISO 8601; else a strftime format such as '%m/%d/%Y'
+    timezone: str | None = None  # zone of times written without an offset; None: such times are an error
 
 
 @dataclass(frozen=True)
@@ -584,6 +586,20 @@ def _validate_whole(cfg: FoxliveConfig) -> None:
         raise ConfigError(f"market.simulated.adv_min_dollars ({sim.adv_min_dollars:g}) exceeds adv_max_dollars ({sim.adv_max_dollars:g})")
     if cfg.market.source == "historical" and not cfg.market.historical.path:
         raise ConfigError("market.historical.path: required when market.source is 'historical'; give the directory of CSV/Parquet files")
+    hist = cfg.market.historical
+    if hist.time_format is not None and "%" not in hist.time_format:
+        raise ConfigError(
+            f"market.historical.time_format: {hist.time_format!r} has no strftime directive; give the format of the "
+            "file's times, e.g. '%m/%d/%Y' or '%d.%m.%Y %H:%M:%S.%f', or null for ISO 8601"
+        )
+    if hist.timezone is not None:
+        try:
+            pd.Timestamp("2000-01-01").tz_localize(hist.timezone)
+        except (LookupError, ValueError):  # zoneinfo's unknown key is a KeyError, an empty name an IndexError
+            raise ConfigError(
+                f"market.historical.timezone: {hist.timezone!r} is not a time zone; use an IANA name such as UTC, "
+                "America/New_York or Europe/London, or null"
+            ) from None
     if cfg.standardization.min_samples > cfg.standardization.window:
         raise ConfigError(
             f"standardization.min_samples ({cfg.standardization.min_samples}) exceeds standardization.window ({cfg.standardization.window})"

@@ -12,20 +12,45 @@ from __future__ import annotations
 import functools
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
-from foxlive_core.calendar import ROUND_THE_CLOCK, TradingCalendar, calendar_for
+from foxlive_core.calendar import TradingCalendar, calendar_for
 from foxlive_core.config import FoxliveConfig
 
 PARTITION_FMT = "%Y-%m-%d-%H:%M"
 
 
+def _fx_exclusions(cal: TradingCalendar, start: pd.Timestamp, end: pd.Timestamp) -> list:
+    """Window starts that the 24/5 cron leaves in but that start no bar, as datetimes in the calendar's zone.
+
+    Those are the shut holidays (from 17:00 New York on their eve) and the Sunday mornings of daylight
+    saving changes: Dagster does not apply a cron exclusion to the second pass through a repeated hour.
+    """
+    tz, m = cal.tz, cal.interval_minutes
+    days = pd.date_range(start.tz_convert(tz).tz_localize(None).normalize(),
+                         end.tz_convert(tz).tz_localize(None).normalize(), freq="D")
+    shut = ((days.month == 12) & (days.day == 25)) | ((days.month == 1) & (days.day == 1))
+    eve = ((days.month == 12) & (days.day == 24)) | ((days.month == 12) & (days.day == 31))
+    midnight, noon = days.tz_localize(tz), (days + pd.Timedelta(hours=12)).tz_localize(tz)
+    dst_sunday = (days.day_of_week == 6) & np.array([a.utcoffset() != b.utcoffset() for a, b in zip(midnight, noon)])
+    excluded = []
+    for day in days[shut | eve | dst_sunday]:
+        lo, hi = pd.Timestamp(day, tz=tz), pd.Timestamp(day + pd.Timedelta(days=1), tz=tz)
+        starts = pd.date_range(lo.tz_convert("UTC"), hi.tz_convert("UTC"), freq=f"{m}min", inclusive="left")
+        bar_starts = cal.bar_times(starts[0] + pd.Timedelta(minutes=m), starts[-1] + pd.Timedelta(minutes=m))
+        excluded.extend(starts.difference(bar_starts - pd.Timedelta(minutes=m)).tz_convert(tz).to_pydatetime())
+    return excluded
+
+
 def _cron_and_exclusions(cal: TradingCalendar, start: pd.Timestamp, end: pd.Timestamp):
     m = cal.interval_minutes
     tz = cal.tz
-    if cal.code in ROUND_THE_CLOCK:
-        days = "*" if cal.code == "24/7" else "1-5"
-        return f"*/{m} * * * {days}", []
+    if cal.code == "24/7":
+        return f"*/{m} * * * *", []
+    if cal.code == "24/5":
+        # in New York time: the FX week opens Sunday 17:00 and closes Friday 17:00
+        return f"*/{m} * * * 0-5", [f"*/{m} 0-16 * * 0", f"*/{m} 17-23 * * 5"] + _fx_exclusions(cal, start, end)
     sessions = cal.sessions(start, end)
     opens = sessions["open"].dt.tz_convert(tz)
     closes = sessions["close"].dt.tz_convert(tz)

@@ -22,6 +22,10 @@ def _halted(cfg: FoxliveConfig, state: StateStoreResource) -> str:
     return reason if halted else ""
 
 
+#: Days of the week (cron, in the calendar's zone) that hold bars; exchanges trade Monday to Friday.
+CRON_DAYS = {"24/7": "*", "24/5": "0-5"}  # the FX week opens Sunday 17:00 New York
+
+
 def build_schedules(cfg: FoxliveConfig) -> list:
     cal = calendar_for(cfg.market)
     minutes = cal.interval_minutes
@@ -29,7 +33,7 @@ def build_schedules(cfg: FoxliveConfig) -> list:
     @dg.schedule(
         name="trading_cycle_schedule",
         job=trading_cycle_job,
-        cron_schedule=f"*/{minutes} * * * 1-5" if cal.code != "24/7" else f"*/{minutes} * * * *",
+        cron_schedule=f"*/{minutes} * * * {CRON_DAYS.get(cal.code, '1-5')}",
         execution_timezone=cal.tz,
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description="A cycle of the live book at every bar close of the exchange calendar; skips outside sessions "

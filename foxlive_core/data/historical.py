@@ -31,10 +31,21 @@ timezone-aware Parquet index; with none of those, an unnamed first CSV column
   ``market.historical.time_is: open`` bar open times, moved to the close on
   loading (one bar interval later; for daily bars the close of the session
   opening then);
+- times of day without an offset (``2017-04-19 09:00:00``, naive Parquet
+  datetimes) in the zone ``market.historical.timezone`` names (``UTC``,
+  ``America/New_York``); without that key they are an error. A wall-clock
+  time that a daylight saving change repeats or skips is an error;
 - with daily bars only (``market.bar_interval: 1d``), bare dates
   (``2024-07-03``, Parquet dates or naive midnights): that session, stamped at
   its real close (2024-07-03 closes 17:00Z, a half day). A date that is no
   session is an off-calendar row.
+
+Text times are ISO 8601, or with ``market.historical.time_format`` in that
+strftime format (``%m/%d/%Y`` for ``1/4/1999``, ``%d.%m.%Y %H:%M:%S.%f``):
+a format without an hour (``%H``, ``%I``) writes bare dates, one with ``%z``
+times with an offset, any other times of day without one. Values the format
+does not read are read as ISO 8601, so one directory may hold files from
+vendors writing either.
 
 Each time must then be a bar close time of the calendar and bar interval (a
 5-minute XNYS bar covering 14:30-14:35 UTC is labelled 14:35). The calendar
@@ -55,7 +66,8 @@ more than ``market.historical.max_repair_share`` of its rows is a DataError.
 :meth:`HistoricalMarket.repaired` marks the bars that repairs touched.
 
 Always errors: a missing or ambiguous time column, missing columns,
-timezone-naive times of day, unparseable times, bare dates with intraday bars,
+times of day without an offset and no ``market.historical.timezone``, times
+the format does not read, bare dates with intraday bars,
 symbols asked for that have no data, symbol names that are not tickers, a file
 whose ``symbol`` column disagrees with its name, two files for one symbol.
 
@@ -196,48 +208,87 @@ def _session_closes(calendar: TradingCalendar, dates: pd.Series, by: str) -> pd.
     return pd.Series(pd.DatetimeIndex(values).tz_localize("UTC"), index=dates.index)
 
 
+def _localize(local: pd.Series, written: pd.Series, label: str, rows: np.ndarray, market: MarketConfig) -> pd.Series:
+    """Times of day without an offset (``local`` naive, NaT elsewhere) read in ``market.historical.timezone``; UTC, ns.
+
+    ``written`` is the column as the file wrote it, for messages.
+    """
+    given = np.flatnonzero(local.notna().to_numpy())
+    zone = market.historical.timezone
+    if zone is None:
+        raise DataError(
+            f"{label} row(s) {_rows_text(rows[given])}: time {written.iloc[given[0]]!r} has no timezone offset; "
+            "set market.historical.timezone to the zone the file's times are in (e.g. UTC or America/New_York), "
+            "or write them with an offset, e.g. '2025-01-02T14:35:00Z'"
+        )
+    placed = local.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
+    lost = placed.isna().to_numpy() & local.notna().to_numpy()
+    if lost.any():
+        bad = np.flatnonzero(lost)
+        raise DataError(
+            f"{label} row(s) {_rows_text(rows[bad])}: time {written.iloc[bad[0]]!r} is repeated or skipped by a "
+            f"daylight saving change in {zone}, so it names no single instant; store the times in UTC or with an offset"
+        )
+    return placed.dt.tz_convert("UTC").dt.as_unit("ns")
+
+
+def _read_times(column: pd.Series, label: str, rows: np.ndarray, market: MarketConfig,
+                daily: bool) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Split a time column into (aware UTC times, naive times of day, naive bare dates), NaT outside each kind.
+
+    Unparseable values are DataErrors naming the rows and the setting to fix.
+    """
+    index = column.index
+    nat_utc = pd.Series(pd.NaT, index=index, dtype="datetime64[ns, UTC]")
+    nat = pd.Series(pd.NaT, index=index, dtype="datetime64[ns]")
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        return column.dt.tz_convert("UTC").dt.as_unit("ns"), nat, nat
+    if pd.api.types.is_datetime64_dtype(column.dtype) or pd.api.types.infer_dtype(column) == "date":
+        naive = pd.to_datetime(column).dt.as_unit("ns")
+        if daily:  # a naive midnight of a daily bar is its session's date
+            midnight = (naive == naive.dt.normalize()).to_numpy()
+            return nat_utc, naive.where(~midnight), naive.where(midnight)
+        return nat_utc, naive, nat
+    text = column.astype(str).str.strip()
+    fmt = market.historical.time_format
+    aware, local, dates = nat_utc, nat, nat
+    if fmt is not None:
+        zoned = "%z" in fmt
+        parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=zoned).dt.as_unit("ns")
+        if zoned:
+            aware = parsed
+        elif not any(d in fmt for d in ("%H", "%I")):  # a format without hours writes dates
+            dates = parsed
+        else:
+            local = parsed
+    rest = parsed.isna().to_numpy() if fmt is not None else np.ones(len(text), dtype=bool)
+    bare = rest & text.str.match(_DATE_PATTERN).to_numpy(dtype=bool)
+    has_zone = rest & text.str.contains(_OFFSET_PATTERN, regex=True).to_numpy(dtype=bool)
+    unzoned = rest & ~bare & ~has_zone
+    aware = aware.where(~has_zone, pd.to_datetime(text.where(has_zone), utc=True, format="ISO8601", errors="coerce"))
+    local = local.where(~unzoned, pd.to_datetime(text.where(unzoned), format="ISO8601", errors="coerce"))
+    dates = dates.where(~bare, pd.to_datetime(text.where(bare), format="%Y-%m-%d", errors="coerce"))
+    unparsed = aware.isna().to_numpy() & local.isna().to_numpy() & dates.isna().to_numpy()
+    if unparsed.any():
+        bad = np.flatnonzero(unparsed)
+        expected = (f"does not match market.historical.time_format {fmt!r} and is not ISO 8601; set the key to the "
+                    "file's format (strftime directives)" if fmt is not None else
+                    "is not an ISO 8601 timestamp ('2025-01-02T14:35:00Z') or date ('2024-07-03'); set "
+                    "market.historical.time_format to the file's format, e.g. '%m/%d/%Y' or '%d.%m.%Y %H:%M:%S.%f'")
+        raise DataError(f"{label} row(s) {_rows_text(rows[bad])}: time {text.iloc[bad[0]]!r} {expected}")
+    return aware.dt.as_unit("ns"), local.dt.as_unit("ns"), dates.dt.as_unit("ns")
+
+
 def _parse_times(column: pd.Series, label: str, rows: np.ndarray, market: MarketConfig,
                  calendar: TradingCalendar) -> pd.Series:
     """Bar close times (UTC, ns) of a time column; NaT where a date or open time names no session.
 
-    Always-errors (naive times of day, no offset, unparseable, bare dates with intraday bars) are
-    DataErrors naming the rows.
+    Always-errors (unparseable times, times of day without an offset and no
+    ``market.historical.timezone``, bare dates with intraday bars) are DataErrors naming the rows.
     """
-    name = column.name
     daily = calendar.interval_minutes is None
-    if isinstance(column.dtype, pd.DatetimeTZDtype):
-        times, bare = column.dt.tz_convert("UTC").dt.as_unit("ns"), np.zeros(len(column), dtype=bool)
-        dates = None
-    elif pd.api.types.is_datetime64_dtype(column.dtype) or pd.api.types.infer_dtype(column) == "date":
-        naive = pd.to_datetime(column).dt.as_unit("ns")
-        timed = (naive != naive.dt.normalize()).to_numpy()
-        if timed.any():
-            raise DataError(
-                f"{label} row(s) {_rows_text(rows[timed])}: column {name!r} is timezone-naive with a time of day "
-                f"({naive.iloc[np.flatnonzero(timed)[0]]}); store bar times with a timezone "
-                "(a tz-aware timestamp column, e.g. pandas .dt.tz_localize('UTC'))"
-            )
-        times, bare, dates = None, np.ones(len(column), dtype=bool), naive
-    else:
-        text = column.astype(str).str.strip()
-        bare = text.str.match(_DATE_PATTERN).to_numpy(dtype=bool)
-        has_zone = text.str.contains(_OFFSET_PATTERN, regex=True).to_numpy(dtype=bool)
-        unzoned = ~bare & ~has_zone
-        if unzoned.any():
-            bad = np.flatnonzero(unzoned)
-            raise DataError(
-                f"{label} row(s) {_rows_text(rows[bad])}: time {text.iloc[bad[0]]!r} has no timezone offset "
-                "(or is not ISO 8601); write it as e.g. '2025-01-02T14:35:00Z' or '2025-01-02T09:35:00-05:00'"
-            )
-        times = pd.to_datetime(text.where(~bare), utc=True, format="ISO8601", errors="coerce").dt.as_unit("ns")
-        dates = pd.to_datetime(text.where(bare), format="%Y-%m-%d", errors="coerce").dt.as_unit("ns")
-        unparsed = (times.isna().to_numpy() & ~bare) | (dates.isna().to_numpy() & bare)
-        if unparsed.any():
-            bad = np.flatnonzero(unparsed)
-            raise DataError(
-                f"{label} row(s) {_rows_text(rows[bad])}: time {text.iloc[bad[0]]!r} is not an ISO 8601 "
-                "timestamp; write it as e.g. '2025-01-02T14:35:00Z'"
-            )
+    times, local, dates = _read_times(column, label, rows, market, daily)
+    bare = dates.notna().to_numpy()
     if bare.any() and not daily:
         bad = np.flatnonzero(bare)
         raise DataError(
@@ -245,8 +296,8 @@ def _parse_times(column: pd.Series, label: str, rows: np.ndarray, market: Market
             f"day, which only daily bars (market.bar_interval: 1d) can use; give {market.bar_interval} bar times "
             "with a timezone, e.g. '2025-01-02T14:35:00Z'"
         )
-    if times is None:
-        return _session_closes(calendar, dates, "date")
+    if local.notna().any():
+        times = times.where(local.isna(), _localize(local, column.astype(str).str.strip(), label, rows, market))
     if market.historical.time_is == "open":
         if daily:
             times = _session_closes(calendar, times, "open")
@@ -300,7 +351,7 @@ class HistoricalMarket:
         Directory of the files.
     market : MarketConfig
         Calendar, bar interval and ``market.historical`` (quote_spread_bps,
-        repair, time_column, time_is, max_repair_share).
+        repair, time_column, time_is, max_repair_share, time_format, timezone).
     symbols : sequence of str, optional
         The universe to load (default: every symbol in the directory, sorted).
     """

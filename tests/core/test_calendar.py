@@ -74,16 +74,28 @@ def test_one_cached_calendar_object_per_code_and_start():
     assert _xcal_from("XNYS", pd.Timestamp("2024-01-02")) is _xcal("XNYS")  # inside the default range
 
 
-def test_24_5_has_no_weekend_bars():
+def test_24_5_is_the_fx_week_rolling_at_17_new_york():
     fx = TradingCalendar("24/5", 60)
-    times = fx.bar_times("2025-01-03T00:30Z", "2025-01-06T23:59Z")  # Friday 3 Jan to Monday 6 Jan 2025
-    assert len(times) == 24 + 23  # Friday's bars closing 01:00Z .. 24:00Z, Monday's closing 01:00Z .. 23:00Z
-    # Friday's last bar covers 23:00-24:00Z, labelled by its close; the next bar is Monday's first
-    assert times[23] == pd.Timestamp("2025-01-04T00:00Z") and times[24] == pd.Timestamp("2025-01-06T01:00Z")
-    assert ((times - pd.Timedelta(hours=1)).day_of_week < 5).all()  # every bar opens on a weekday
-    assert len(fx.bar_times("2025-01-04T00:01Z", "2025-01-06T00:00Z")) == 0  # nothing closes in the weekend
+    # Friday 3 Jan to Monday 6 Jan 2025 (winter: 17:00 New York is 22:00Z)
+    times = fx.bar_times("2025-01-03T00:30Z", "2025-01-06T23:59Z")
+    # Friday's session (opened Thursday 22:00Z) has bars closing 01:00Z .. 22:00Z (22 of them); Monday's session
+    # opens Sunday 22:00Z: bars closing Sunday 23:00Z, 24:00Z, then Monday 01:00Z .. 22:00Z, and Tuesday's first 23:00Z
+    assert len(times) == 22 + 24 + 1
+    assert times[21] == pd.Timestamp("2025-01-03T22:00Z") and times[22] == pd.Timestamp("2025-01-05T23:00Z")
+    assert len(fx.bar_times("2025-01-03T22:01Z", "2025-01-05T22:59Z")) == 0  # nothing closes in the weekend
     assert list(fx.sessions("2025-01-03T12:00Z", "2025-01-07T12:00Z").index) == [
         pd.Timestamp(d) for d in ("2025-01-03", "2025-01-06", "2025-01-07")]
+    # the week after the US daylight saving change (Sunday 9 Mar 2025): 17:00 New York is 21:00Z
+    march = fx.sessions("2025-03-10T00:00Z", "2025-03-10T12:00Z")
+    assert march["open"].iloc[0] == pd.Timestamp("2025-03-09T21:00Z")
+    assert march["close"].iloc[0] == pd.Timestamp("2025-03-10T21:00Z")
+    assert len(fx.bar_times("2025-03-09T21:00Z", "2025-03-10T21:00Z")) == 24
+    assert fx.session_date("2025-01-05T23:00Z") == pd.Timestamp("2025-01-06")  # Sunday evening is Monday's FX day
+    assert fx.tz == "America/New_York"
+    # Christmas Day 2017, a Monday, is shut: Friday 22 Dec's session, then Tuesday 26 Dec's, opening Monday 22:00Z
+    christmas = fx.sessions("2017-12-22T12:00Z", "2017-12-26T12:00Z")
+    assert list(christmas.index) == [pd.Timestamp("2017-12-22"), pd.Timestamp("2017-12-26")]
+    assert christmas["open"].iloc[1] == pd.Timestamp("2017-12-25T22:00Z")
     daily = TradingCalendar("24/5", None)
-    assert list(daily.bar_times("2025-01-03T00:30Z", "2025-01-07T00:00Z")) == [
-        pd.Timestamp("2025-01-04T00:00Z"), pd.Timestamp("2025-01-07T00:00Z")]
+    assert list(daily.bar_times("2025-01-03T00:30Z", "2025-01-07T23:00Z")) == [
+        pd.Timestamp("2025-01-03T22:00Z"), pd.Timestamp("2025-01-06T22:00Z"), pd.Timestamp("2025-01-07T22:00Z")]

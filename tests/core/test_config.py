@@ -30,6 +30,7 @@ def test_shipped_config_holds_pipeline_defaults(make_config):
     assert len(cfg.symbols) == 50
     hist = cfg.market.historical
     assert (hist.repair, hist.time_column, hist.time_is, hist.max_repair_share) == (True, None, "close", 0.05)
+    assert (hist.time_format, hist.timezone) == (None, None)
 
 
 def test_a_changed_yaml_value_reaches_the_config(make_config):
@@ -60,6 +61,8 @@ def test_a_changed_yaml_value_reaches_the_config(make_config):
         ({"market": {"source": "historical"}}, "market.historical.path: required"),
         ({"market": {"historical": {"time_is": "middle"}}}, "market.historical.time_is: 'middle' is not allowed"),
         ({"market": {"historical": {"max_repair_share": 1.5}}}, "market.historical.max_repair_share: 1.5 is out of range"),
+        ({"market": {"historical": {"time_format": "YYYY-MM-DD"}}}, "market.historical.time_format: 'YYYY-MM-DD' has no strftime"),
+        ({"market": {"historical": {"timezone": "New York"}}}, "market.historical.timezone: 'New York' is not a time zone"),
     ],
 )
 def test_bad_values_name_the_key(make_config, overrides, fragment):

@@ -290,12 +290,16 @@ def test_naive_and_unparseable_times_are_always_errors(tmp_path, repair):
 
 
 @pytest.mark.parametrize("repair", [False, True])
-def test_naive_parquet_column_is_always_an_error(tmp_path, repair):
+def test_naive_parquet_column_needs_a_timezone(tmp_path, repair):
     f = frame_of(0)
-    f["time"] = pd.to_datetime(f["time"], format="ISO8601").dt.tz_localize(None)
+    f["time"] = pd.to_datetime(f["time"], format="ISO8601").dt.tz_convert("America/New_York").dt.tz_localize(None)
     f.to_parquet(tmp_path / "AAA.parquet", index=False)
-    with pytest.raises(DataError, match=r"AAA\.parquet row\(s\) 1, 2, .*: column 'time' is timezone-naive with a time of day"):
+    with pytest.raises(DataError, match=r"AAA\.parquet row\(s\) 1, 2, .*: time '2025-01-02 09:35:00' has no timezone "
+                                        r"offset; set market\.historical\.timezone"):
         HistoricalMarket(tmp_path, make_market(repair=repair))
+    market = HistoricalMarket(tmp_path, make_market(repair=repair, timezone="America/New_York"))
+    assert market.first_time == TIMES[0] and market.last_time == TIMES[-1]  # 09:35 New York is 14:35Z in January
+    np.testing.assert_array_equal(market.bars(None, TIMES[0], TIMES[-1]).close[:, 0], expected(0)["close"])
 
 
 @pytest.mark.parametrize("repair", [False, True])
@@ -379,14 +383,15 @@ def test_two_time_columns_are_an_error_until_one_is_named(tmp_path):
 
 
 def test_time_is_open_moves_hourly_bars_one_hour_later(tmp_path):
-    opens = pd.date_range("2025-01-03T00:00Z", "2025-01-03T23:00Z", freq="h")  # a Friday, 24 bar opens
+    # Wednesday 8 Jan 2025's FX day, 17:00 to 17:00 New York: 24 bar opens from Tuesday 22:00Z
+    opens = pd.date_range("2025-01-07T22:00Z", "2025-01-08T21:00Z", freq="h")
     close = 1.03 + 0.0001 * np.arange(24)
     pd.DataFrame({"time": [t.isoformat() for t in opens], "open": close, "high": close, "low": close,
                   "close": close, "volume": 1.0}).to_csv(tmp_path / "EURUSD.csv", index=False)
     as_closes = HistoricalMarket(tmp_path, make_market(repair=False, calendar="24/5", bar_interval="60m"))
-    assert as_closes.first_time == T("2025-01-03T00:00Z") and as_closes.last_time == T("2025-01-03T23:00Z")
+    assert as_closes.first_time == T("2025-01-07T22:00Z") and as_closes.last_time == T("2025-01-08T21:00Z")
     market = HistoricalMarket(tmp_path, make_market(repair=False, calendar="24/5", bar_interval="60m", time_is="open"))
-    assert market.first_time == T("2025-01-03T01:00Z") and market.last_time == T("2025-01-04T00:00Z")
+    assert market.first_time == T("2025-01-07T23:00Z") and market.last_time == T("2025-01-08T22:00Z")
     panel = market.bars(None, market.first_time, market.last_time)
     assert len(panel.times) == 24
     np.testing.assert_array_equal(panel.close[:, 0], close)
@@ -425,6 +430,60 @@ def test_bare_dates_that_are_no_session_and_bare_dates_with_intraday_bars(tmp_pa
     with pytest.raises(DataError, match=r"SPY\.csv row\(s\) 1, 2, 3: time '2024-07-03' is a date without a time of day, "
                                         r"which only daily bars \(market\.bar_interval: 1d\) can use"):
         HistoricalMarket(tmp_path, make_market())
+
+
+def test_time_format_reads_us_dates_and_dotted_day_first_times(tmp_path):
+    # month/day/year dates as Yahoo exports write them: the same four sessions as the ISO dates above
+    daily_rows(["3/8/2024", "3/11/2024", "7/3/2024", "7/5/2024"]).to_csv(tmp_path / "SPX.csv", index=False)
+    with pytest.raises(DataError, match=r"SPX\.csv row\(s\) 1, 2, 3, 4: time '3/8/2024' is not an ISO 8601 timestamp "
+                                        r".*set market\.historical\.time_format"):
+        HistoricalMarket(tmp_path, make_market(repair=False, bar_interval="1d"))
+    market = HistoricalMarket(tmp_path, make_market(repair=False, bar_interval="1d", time_format="%m/%d/%Y"))
+    panel = market.bars(None, market.first_time, market.last_time)
+    assert list(panel.times[np.isfinite(panel.close[:, 0])]) == [
+        T("2024-03-08T21:00Z"), T("2024-03-11T20:00Z"), T("2024-07-03T17:00Z"), T("2024-07-05T20:00Z")]
+    with pytest.raises(DataError, match=r"SPX\.csv row\(s\) 1, 2, 3, 4: time '3/8/2024' does not match "
+                                        r"market\.historical\.time_format '%d\.%m\.%Y' and is not ISO 8601"):
+        HistoricalMarket(tmp_path, make_market(repair=False, bar_interval="1d", time_format="%d.%m.%Y"))
+    # a second vendor's file in the same directory writing ISO dates is read as ISO 8601
+    daily_rows(["2024-03-08", "2024-07-05"]).to_csv(tmp_path / "GOOG.csv", index=False)
+    both = HistoricalMarket(tmp_path, make_market(repair=False, bar_interval="1d", time_format="%m/%d/%Y"))
+    assert both.symbols == ("GOOG", "SPX")
+    np.testing.assert_array_equal(both.bars(None, T("2024-03-08T21:00Z"), T("2024-07-05T20:00Z")).close[[0, -1]],
+                                  [[50.0, 50.0], [51.0, 53.0]])
+    (tmp_path / "GOOG.csv").unlink()
+    (tmp_path / "SPX.csv").unlink()
+    # day.month.year times of hourly bar opens without an offset, in UTC: Friday 3 Jan 2025's FX day from 22:00Z
+    opens = pd.date_range("2025-01-02T22:00Z", "2025-01-03T21:00Z", freq="h")
+    close = 1.03 + 0.0001 * np.arange(24)
+    pd.DataFrame({"Time": opens.strftime("%d.%m.%Y %H:%M:%S.000"), "Open": close, "High": close, "Low": close,
+                  "Close": close, "Volume": 1.0}).to_csv(tmp_path / "EURUSD.csv", index=False)
+    fx = dict(repair=False, calendar="24/5", bar_interval="60m", time_is="open", time_format="%d.%m.%Y %H:%M:%S.%f")
+    with pytest.raises(DataError, match=r"EURUSD\.csv row\(s\) 1, 2, .*: time '02\.01\.2025 22:00:00\.000' has no "
+                                        r"timezone offset; set market\.historical\.timezone"):
+        HistoricalMarket(tmp_path, make_market(**fx))
+    market = HistoricalMarket(tmp_path, make_market(**fx, timezone="UTC"))
+    assert market.first_time == T("2025-01-02T23:00Z") and market.last_time == T("2025-01-03T22:00Z")
+    np.testing.assert_array_equal(market.bars(None, market.first_time, market.last_time).close[:, 0], close)
+
+
+def test_naive_times_in_a_zone_with_daylight_saving(tmp_path):
+    # hourly bar closes written in New York wall-clock time around the fall-back night of Sunday 2 Nov 2025,
+    # Monday's FX day; 01:00 happens twice that night, so it names no single instant
+    local = ["2025-11-01 22:00", "2025-11-02 19:00", "2025-11-02 20:00", "2025-11-03 07:00"]
+    close = [1.1, 1.2, 1.3, 1.4]
+    rows = pd.DataFrame({"time": local, "open": close, "high": close, "low": close, "close": close, "volume": 1.0})
+    rows.iloc[1:].to_csv(tmp_path / "EURUSD.csv", index=False)
+    fx = dict(repair=False, calendar="24/5", bar_interval="60m", timezone="America/New_York")
+    market = HistoricalMarket(tmp_path, make_market(**fx))
+    panel = market.bars(None, market.first_time, market.last_time)
+    # Sunday 19:00 EST = Monday 00:00Z; Monday 07:00 EST = 12:00Z
+    assert panel.times[0] == T("2025-11-03T00:00Z") and panel.times[-1] == T("2025-11-03T12:00Z")
+    np.testing.assert_array_equal(panel.close[[0, 1, -1], 0], [1.2, 1.3, 1.4])
+    rows.assign(time=["2025-11-02 01:00"] + local[1:]).to_csv(tmp_path / "EURUSD.csv", index=False)
+    with pytest.raises(DataError, match=r"EURUSD\.csv row\(s\) 1: time '2025-11-02 01:00' is repeated or skipped by "
+                                        r"a daylight saving change in America/New_York"):
+        HistoricalMarket(tmp_path, make_market(**fx))
 
 
 def test_a_1995_daily_file_loads_on_xnys(tmp_path):
@@ -511,20 +570,23 @@ def test_strict_mode_counts_every_bad_row_and_lists_a_few(tmp_path):
 
 
 def test_fx_weekend_is_no_bars_and_filling_stays_inside_the_week(tmp_path):
-    # hourly EURUSD stamped at bar opens as FX files come: Friday 3 Jan 00:00Z to 21:00Z (quotes stop at 22:00Z),
-    # then Monday 6 Jan 00:00Z to 22:00Z
-    opens = pd.date_range("2025-01-03T00:00Z", "2025-01-03T21:00Z", freq="h").append(
-        pd.date_range("2025-01-06T00:00Z", "2025-01-06T22:00Z", freq="h"))
+    # hourly EURUSD stamped at bar opens as FX files come (winter: the FX day rolls at 22:00Z): Friday 3 Jan's FX
+    # day from Thursday 22:00Z, its quotes stopping after the 19:00Z bar; the week opening Sunday 5 Jan 22:00Z,
+    # then Monday's FX day to its last bar opening 21:00Z
+    opens = pd.date_range("2025-01-02T22:00Z", "2025-01-03T19:00Z", freq="h").append(
+        pd.date_range("2025-01-05T22:00Z", "2025-01-06T21:00Z", freq="h"))
     close = 1.03 + 0.0001 * np.arange(len(opens))
     pd.DataFrame({"time": [t.isoformat() for t in opens], "open": close, "high": close, "low": close,
                   "close": close, "volume": 1.0}).to_csv(tmp_path / "EURUSD.csv", index=False)
     market = HistoricalMarket(tmp_path, make_market(repair=False, calendar="24/5", bar_interval="60m", time_is="open"))
     panel = market.bars(None, market.first_time, market.last_time)
-    # Friday's bars close 01:00Z .. 24:00Z (24, the last two absent), Monday's 01:00Z .. 23:00Z (23)
-    assert len(panel.times) == 47 and panel.times[24] == T("2025-01-06T01:00Z")
-    assert not ((panel.times > T("2025-01-04T00:00Z")) & (panel.times < T("2025-01-06T00:00Z"))).any()
+    # Friday's bars close Thursday 23:00Z .. Friday 22:00Z (24, the last two absent); Monday's Sunday 23:00Z ..
+    # Monday 22:00Z (24), the first of them Sunday evening's
+    assert len(panel.times) == 48 and panel.times[23] == T("2025-01-03T22:00Z")
+    assert panel.times[24] == T("2025-01-05T23:00Z")
+    assert not ((panel.times > T("2025-01-03T22:00Z")) & (panel.times < T("2025-01-05T23:00Z"))).any()
     assert np.isnan(panel.close[22:24, 0]).all()
     filled = fill_missing_bars(panel, 3)  # max_fill_bars: 3, the shipped default
     assert np.isfinite(filled.close).all()
-    np.testing.assert_array_equal(filled.close[22:24, 0], close[21])  # Friday 21:00-22:00Z close carried 2 bars
+    np.testing.assert_array_equal(filled.close[22:24, 0], close[21])  # Friday 19:00-20:00Z close carried 2 bars
     np.testing.assert_array_equal(filled.close[24:, 0], close[22:])

@@ -83,3 +83,22 @@ def test_cycle_partitions_are_exactly_the_calendar_bars(env):
         assert day_keys == [partition_key_for_bar(cfg, t) for t in bars]
     window = parts.time_window_for_partition_key(P1)
     assert list(cycle_times_for_window(cfg, window)) == [pd.Timestamp("2025-05-01T13:35Z")]
+
+
+def test_fx_cycle_partitions_are_the_fx_week_through_a_daylight_saving_change():
+    from foxlive_core.calendar import TradingCalendar
+    from foxlive_dagster.partitions import _cycle_partitions
+
+    keys = _cycle_partitions("24/5", 60, "2025-10-27", "America/New_York").get_partition_keys()
+    # New York clocks go back on Sunday 2 Nov 2025 at 02:00: the hour from 01:00 comes twice, inside the weekend.
+    # Hourly windows start Friday 31 Oct 00:00 .. 16:00 (17), none on Saturday, Sunday 17:00 .. 23:00 (7).
+    days = {day: [k[11:] for k in keys if k.startswith(day)] for day in ("2025-10-31", "2025-11-01", "2025-11-02")}
+    assert days["2025-10-31"] == [f"{h:02d}:00" for h in range(17)]
+    assert days["2025-11-01"] == []
+    assert days["2025-11-02"] == [f"{h:02d}:00" for h in range(17, 24)]
+    bars = TradingCalendar("24/5", 60).bar_times("2025-10-31T05:00Z", "2025-11-03T05:00Z")
+    window_starts = (bars - pd.Timedelta(hours=1)).tz_convert("America/New_York").strftime("%Y-%m-%d-%H:%M")
+    assert [k for k in keys if "2025-10-31" <= k < "2025-11-03"] == list(window_starts)
+    # Christmas Day 2025 (a Thursday) is shut: no window from Wednesday 17:00 to Thursday 17:00 New York
+    christmas = [k for k in keys if "2025-12-24" <= k < "2025-12-26"]
+    assert christmas == [f"2025-12-24-{h:02d}:00" for h in range(17)] + [f"2025-12-25-{h:02d}:00" for h in range(17, 24)]

@@ -178,12 +178,10 @@ def run_cycle_loop_ratio(cfg, models, home) -> dict:
     return {"cycles": len(times), "loop_s": loop_s, "replay_s": replay_s}
 
 
-def scalar_reference_rate(cfg, models, n: int, home, cycles: int = 2) -> float | None:
+def scalar_reference_rate(cfg, models, n: int, home, cycles: int = 2) -> float:
     """Symbol-cycles per second of the scalar reference decision loop on a live cycle's inputs at ``n`` symbols."""
-    try:
-        from bench_cycle import Stopwatch, scalar_args, scalar_decide
-    except ImportError:
-        return None
+    from tests.core.scalar_reference_decide import scalar_args, scalar_decide
+
     engine = open_engine(cfg, models, n, home / f"scalar_{n}.sqlite")
     calls = []
     real = engine_module.decide
@@ -203,7 +201,7 @@ def scalar_reference_rate(cfg, models, n: int, home, cycles: int = 2) -> float |
         cfg_, info, inputs, buffers, portfolio, halted, qmax = call
         a = scalar_args(inputs, buffers, portfolio)
         t0 = time.perf_counter()
-        scalar_decide(cfg_, info, a, halted, qmax, Stopwatch())
+        scalar_decide(cfg_, info, a, halted, qmax)
         seconds += time.perf_counter() - t0
     engine.store.close()
     return n * cycles / seconds
@@ -300,7 +298,7 @@ def main(argv=None) -> None:
         "inference_native_rows_per_s": m["rows"] / m["native_s"],
         "replay_over_inference": replay_rate / inference_rate,
         "replay_over_run_cycle_loop": loop_ratio,
-        "replay_over_scalar_reference": replay_rate / scalar_rate if scalar_rate else None,
+        "replay_over_scalar_reference": replay_rate / scalar_rate,
         "scalar_reference_symbol_cycles_per_s": scalar_rate,
         "year_500_symbols_seconds": year["seconds"] if year else None,
         "year_500_symbols_peak_rss_gib": year["peak_rss_gib"] if year else None,
@@ -327,8 +325,7 @@ def main(argv=None) -> None:
         ["inference, native LightGBM/XGBoost predict, 2 threads", f"{figures['inference_native_rows_per_s']:,.0f} rows/s"],
         ["replay / inference", f"{figures['replay_over_inference']:.2f}"],
         ["replay / run_cycle loop (50 symbols, 1 session)", f"{loop_ratio:.1f}x"],
-        ["replay / scalar reference loop (500 symbols)",
-         f"{figures['replay_over_scalar_reference']:.1f}x" if scalar_rate else "n/a (bench_cycle not importable)"],
+        ["replay / scalar reference loop (500 symbols)", f"{figures['replay_over_scalar_reference']:.1f}x"],
         ["a year of 500 symbols", f"{year['seconds']:.0f} s, peak RSS {year['peak_rss_gib']:.2f} GiB" if year else "skipped (--quick)"],
     ]
     print(table(["figure", "value"], rows))

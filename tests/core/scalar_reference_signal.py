@@ -1,9 +1,12 @@
-"""Plain scalar reference implementations of pipeline stages 2, 4, 5 and 6 (PIPELINE.md).
+"""Plain scalar reference implementations of pipeline stages 2, 4, 5, 6 and 6b.
 
 One symbol (one buffer, one family vector) at a time, with Python floats,
 ``math`` and ``scipy.stats.spearmanr``; nothing here calls the vectorised
-library code. The property tests loop these over the universe and check that
-the vectorised stages give the same numbers.
+library code. Written from the stage modules' docstrings
+(:mod:`foxlive_core.pipeline.standardize`, ``confidence``, ``blend``,
+``calibration``). The property tests loop these over the universe and check
+that the vectorised stages give the same numbers;
+:mod:`tests.core.scalar_reference_decide` chains them into the whole cycle.
 """
 
 from __future__ import annotations
@@ -70,17 +73,34 @@ def append_row(rows: list[list[float]], row: list[float]) -> list[list[float]]:
 # ---------------------------------------------------------------- stage 4: z-score
 
 
-def zscore(raw: float, sample: list[float], min_samples: int, clip: float) -> float:
+def sample_stats(sample: list[float]) -> tuple[int, float, float]:
+    """(count, mean, population std) of the finite values of a sample; mean and std NaN when it is empty."""
+    xs = [v for v in sample if math.isfinite(v)]
+    if not xs:
+        return 0, NAN, NAN
+    mean = sum(xs) / len(xs)
+    return len(xs), mean, math.sqrt(sum((v - mean) ** 2 for v in xs) / len(xs))
+
+
+def standardise(raw: float, count: int, mean: float, std: float, min_samples: int, clip: float) -> float:
+    """The z-score rule of one value against a sample's (count, mean, std)."""
     if not math.isfinite(raw):
         return NAN
-    xs = [v for v in sample if math.isfinite(v)]
-    if len(xs) < min_samples:
+    if count < min_samples:
         z = raw
     else:
-        mean = sum(xs) / len(xs)
-        std = math.sqrt(sum((v - mean) ** 2 for v in xs) / len(xs))
         z = 0.0 if std < MIN_STD else (raw - mean) / std
     return _clip(z, -clip, clip)
+
+
+def zscore(raw: float, sample: list[float], min_samples: int, clip: float) -> float:
+    return standardise(raw, *sample_stats(sample), min_samples, clip)
+
+
+def zscore_cross_sectional(row: list[float], min_samples: int, clip: float) -> list[float]:
+    """One model's scores across the universe: every symbol's raw value against the finite values of the row."""
+    stats = sample_stats(row)  # one sample for the whole row
+    return [standardise(raw, *stats, min_samples, clip) for raw in row]
 
 
 def zscore_rolling(raw: float, buffer: list[float], min_samples: int, clip: float) -> tuple[float, list[float]]:
@@ -99,6 +119,29 @@ def spearman_ic(pred: list[float], real: list[float], min_pairs: int) -> float:
         warnings.simplefilter("ignore")  # constant input: scipy warns and returns NaN
         rho = float(spearmanr([p for p, _ in pairs], [r for _, r in pairs]).statistic)
     return 0.0 if math.isnan(rho) else rho
+
+
+def cross_sectional_ic(pred: list[float], real: list[float], min_pairs: int) -> float:
+    """One model's Spearman IC across the universe at one cycle; NaN (no measurement) with < min_pairs pairs."""
+    pairs = sum(1 for p, r in zip(pred, real) if math.isfinite(p) and math.isfinite(r))
+    if pairs < min_pairs:
+        return NAN
+    return spearman_ic(pred, real, min_pairs)
+
+
+def ic_from_history(history: list[float], min_measured: int) -> float:
+    """A model's cross-sectional IC: the mean of its finite measurements, 0 with fewer than ``min_measured``."""
+    xs = [v for v in history if math.isfinite(v)]
+    if len(xs) < min_measured:
+        return 0.0
+    return sum(xs) / len(xs)
+
+
+def calibration_error(matured: float, realised: float, target_std: float) -> float:
+    """(prediction made h ago - return realised since) / the horizon's training std; NaN where unknown."""
+    if not (math.isfinite(matured) and math.isfinite(realised)) or target_std == 0:
+        return NAN
+    return (matured - realised) / target_std
 
 
 def freshness(age: float, tau: float) -> float:
@@ -207,3 +250,29 @@ def horizon_alpha(calibrated: list[float], weights: list[float], scale: list[flo
     if not total > 0:
         return NAN
     return sum(w * x for w, x in used) / total
+
+
+# ---------------------------------------------------------------- stage 6b: calibration slope
+
+
+def calibration_sums(alpha_then: list[float], realised: list[float]) -> tuple[float, float]:
+    """(S_xx, S_xy) of one horizon at one cycle: x the alpha of h bars ago (bps), y the move since (bps)
+    less its mean over the same symbols; (NaN, NaN) with fewer than 2 symbols where both are known."""
+    pairs = [(x, y * 1e4) for x, y in zip(alpha_then, realised) if math.isfinite(x) and math.isfinite(y)]
+    if len(pairs) < 2:
+        return NAN, NAN
+    mean_y = sum(y for _, y in pairs) / len(pairs)
+    return sum(x * x for x, _ in pairs), sum(x * (y - mean_y) for x, y in pairs)
+
+
+def calibration_slope(sxx_hist: list[float], sxy_hist: list[float], prior: float, prior_cycles: float,
+                      max_slope: float) -> float:
+    """kappa of one horizon: (S_xy + P * prior) / (S_xx + P) over the measured cycles, P = prior_cycles x the
+    mean S_xx per measured cycle; the prior where nothing was measured; clipped to [0, max_slope]."""
+    measured = [i for i, v in enumerate(sxx_hist) if math.isfinite(v)]
+    sxx = sum(sxx_hist[i] for i in measured)
+    sxy = sum(sxy_hist[i] for i in measured)
+    weight = prior_cycles * sxx / len(measured) if measured else 0.0
+    total = sxx + weight
+    kappa = (sxy + weight * prior) / total if total > 0 else prior
+    return _clip(kappa, 0.0, max_slope)

@@ -114,10 +114,13 @@ def sortino_ratio(returns, periods_per_year: float) -> float | None:
 
 
 def annual_return(total_return: float, n: int, periods_per_year: float) -> float | None:
-    """``total_return`` over ``n`` periods, compounded to a year; None without periods."""
+    """``total_return`` over ``n`` periods, compounded to a year; None without periods or beyond a float
+    (a few bars of large gains compounded over a year of bars)."""
     if n < 1:
         return None
-    return float((1.0 + total_return) ** (periods_per_year / n) - 1.0)
+    with np.errstate(over="ignore"):
+        value = np.float64(1.0 + total_return) ** (periods_per_year / n) - 1.0
+    return float(value) if np.isfinite(value) else None
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,9 @@ Trades
     average entry price is positive (fill prices, so after spread and slippage;
     before fees).
 Signal
-    How often each horizon was chosen (the arbitration's pick, any decision)
-    and traded (executed trades); the realised rank IC per horizon and family
+    How often each horizon was ranked best by the arbitration (the highest
+    cost-adjusted score, whether or not it cleared the threshold; every
+    decision) and traded (executed trades chosen at it); the realised rank IC per horizon and family
     with its t-statistic on non-overlapping times and the stage-by-stage
     attribution, both from the book's stored signal attribution
     (:mod:`foxlive_core.attribution`) when a replay left one.
@@ -281,8 +282,8 @@ class Report:
     horizons: list
     realised_ic: list
     halted: bool
+    equity: pd.DataFrame = field(repr=False, compare=False)
     attribution: dict | None = None
-    equity: pd.DataFrame = field(default=None, repr=False, compare=False)
 
     @property
     def years(self) -> float:
@@ -322,7 +323,7 @@ def build_report(cycles: pd.DataFrame, orders: pd.DataFrame, decisions: pd.DataF
     Parameters
     ----------
     cycles : the reported cycles in time order (rows of :meth:`StateStore.cycles`): cycle_time,
-        portfolio_value, gross_exposure, n_trade, n_hold, n_blocked, n_orders, halted
+        portfolio_value, gross_exposure, n_trade, n_hold, n_blocked, halted
     orders : the book's orders up to the last reported cycle (rows of :meth:`StateStore.orders`):
         cycle_time, symbol, side, filled_quantity, price, fee; those before the first reported cycle
         only set the ledger's positions
@@ -401,12 +402,12 @@ def _quotes_at(times, symbols, decisions: pd.DataFrame) -> pd.DataFrame:
 
 
 def _horizon_counts(decisions: pd.DataFrame, horizons) -> list[dict]:
-    """Per horizon: decisions whose arbitration chose it, and executed trades chosen at it ('' = none chosen)."""
+    """Per horizon: decisions where the arbitration ranked it best, and executed trades at it ('' = no horizon)."""
     traded = (decisions["decision"] == "TRADE") & (decisions["shares"] != 0)
-    chosen = decisions["horizon"].value_counts()
+    best = decisions["horizon"].value_counts()
     done = decisions.loc[traded, "horizon"].value_counts()
-    rows = [{"horizon": h, "chosen": int(chosen.get(h, 0)), "traded": int(done.get(h, 0))} for h in horizons]
-    rows.append({"horizon": "", "chosen": int(chosen.get("", 0)), "traded": int(done.get("", 0))})
+    rows = [{"horizon": h, "best": int(best.get(h, 0)), "traded": int(done.get(h, 0))} for h in horizons]
+    rows.append({"horizon": "", "best": int(best.get("", 0)), "traded": int(done.get("", 0))})
     return rows
 
 
@@ -515,9 +516,10 @@ def render(report: Report) -> str:
         f"  open positions: {t['open_long']} long, {t['open_short']} short" + ("   HALTED at the last cycle" if r.halted else ""),
     ]
     names = [h["horizon"] or "none" for h in r.horizons]
-    lines += ["", "  horizon" + "".join(f"{n:>9}" for n in names),
-              "  chosen " + "".join(f"{h['chosen']:>9}" for h in r.horizons),
-              "  traded " + "".join(f"{h['traded']:>9}" for h in r.horizons)]
+    lines += ["", "  horizon, ranked best by the arbitration (any decision) and traded (executed trades)",
+              f"  {'':<12}" + "".join(f"{n:>9}" for n in names),
+              f"  {'ranked best':<12}" + "".join(f"{h['best']:>9}" for h in r.horizons),
+              f"  {'traded':<12}" + "".join(f"{h['traded']:>9}" for h in r.horizons)]
     if r.realised_ic:
         horizons = list(dict.fromkeys(x["horizon"] for x in r.realised_ic))
         lines += ["", "  realised rank IC (t on non-overlapping times)",

@@ -168,8 +168,8 @@ def _hand_book():
                 q = f[3] if f[2] == "buy" else -f[3]
                 rows.append((t[c], s, "TRADE", f[9], q, f[6], f[7], f[8]))
             else:
-                chosen = "5m" if (c, s) == (5, "B") else ""
-                rows.append((t[c], s, "HOLD", chosen, 0, 60.0, 59.9, 60.1))
+                best = "5m" if (c, s) == (5, "B") else ""
+                rows.append((t[c], s, "HOLD", best, 0, 60.0, 59.9, 60.1))
     decisions = pd.DataFrame(rows, columns=["cycle_time", "symbol", "decision", "horizon", "shares", "price", "bid", "ask"])
     return cycles, orders, decisions
 
@@ -203,7 +203,7 @@ def test_hand_made_book():
     assert long["realised_pnl"] == pytest.approx(4.5) and short["realised_pnl"] == pytest.approx(5.0)
     assert r.trades["hit_rate"] == pytest.approx(2 / 3) and long["hit_rate"] == 0.5
     assert (r.trades["open_long"], r.trades["open_short"]) == (0, 0)
-    counts = {h["horizon"]: (h["chosen"], h["traded"]) for h in r.horizons}
+    counts = {h["horizon"]: (h["best"], h["traded"]) for h in r.horizons}
     assert counts == {"5m": (1, 0), "60m": (1, 1), "1d": (2, 2), "": (8, 2)}
     assert r.decisions == {"trade": 6, "hold": 6, "blocked": 0}
     assert r.realised_ic == [] and r.attribution is None

@@ -8,6 +8,7 @@
     foxlive resume --operator NAME --reason TEXT [--book B]
     foxlive explain SYMBOL [--book B] [--json]
     foxlive attribution [--book B] [--json]
+    foxlive report [--book B] [--json PATH] [--plots DIR]
     foxlive demo [--symbols N] [--sessions N]
 
 Times are ISO 8601 with a zone (``2025-03-03T15:00:00Z``); a bare date means
@@ -24,7 +25,7 @@ import time as _time
 
 import pandas as pd
 
-from foxlive_core.config import CONFIG_ENV_VAR, bars_per_session, load_config
+from foxlive_core.config import CONFIG_ENV_VAR, load_config
 from foxlive_core.errors import DataError, FoxliveError, StateError
 
 
@@ -111,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--book", default=None, help="replay book (default: the config's replay_book)")
     a.add_argument("--json", action="store_true")
 
+    rep = sub.add_parser("report", help="a book's return, risk, costs, trades and signal (table, JSON, PNG plots)")
+    rep.add_argument("--book", help="book to report (default: config `book`)")
+    rep.add_argument("--json", metavar="PATH", default=None, help="also write the report as JSON to PATH")
+    rep.add_argument("--plots", metavar="DIR", default=None, help="also write the equity/drawdown and IC plots (PNG) to DIR")
+
     d = sub.add_parser("demo", help="train on simulated history, replay a month of cycles, print the results")
     d.add_argument("--sessions", type=_positive_int, default=21, help="sessions to replay (default 21, about a month)")
     d.add_argument("--symbols", type=_positive_int, default=None, help="use the first N configured symbols")
@@ -147,11 +153,49 @@ def cmd_train(cfg, args) -> int:
     _print_repairs(market)
     end = _resolve(market, args.end, end_of_day=True) if args.end is not None else None
     result = train_models(cfg, market, end, activate=not args.no_activate, progress=not args.quiet)
-    table = result.metrics_table()
     print(f"trained run {result.run_id} -> {result.run_dir}")
-    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(training_text(result, cfg.models.families))
     print("activated" if not args.no_activate else "not activated (use it with ModelStore.activate)")
     return 0
+
+
+def _ic_text(ic, t) -> str:
+    if ic is None or ic != ic:  # None or NaN: no bar had enough symbols
+        return "n/a"
+    return f"{ic:+.4f}" + (f" ({t:+.1f})" if t is not None and t == t else " (t n/a)")
+
+
+def _cell(x, fmt: str) -> str:
+    return "n/a" if x is None or x != x else fmt.format(x)
+
+
+def training_text(result, families) -> str:
+    """The validation figures of a training run as two tables (return models, barrier classifiers)."""
+    table = result.metrics_table()
+    ret = table[table["kind"].isin(families)]
+    bar = table[~table["kind"].isin(families)]
+    text = pd.DataFrame({
+        "horizon": ret["horizon"], "family": ret["family"],
+        "rank IC (t)": [_ic_text(a, b) for a, b in zip(ret["rank_ic"], ret["rank_ic_t"])],
+        "IC (t)": [_ic_text(a, b) for a, b in zip(ret["ic"], ret["ic_t"])],
+        "IC-IR": [_cell(x, "{:+.3f}") for x in ret["ic_ir"]],
+        "bars (indep.)": [f"{int(a)} ({int(b)})" for a, b in zip(ret["bars"], ret["independent_bars"])],
+        "pooled IC": [_cell(x, "{:+.4f}") for x in ret["pooled_ic"]],
+        "top symbol share": [f"{s} {_cell(x, '{:.0%}')}" if isinstance(s, str) else "n/a"
+                             for s, x in zip(ret["top_symbol"], ret["top_symbol_share"])],
+        "without it": [_cell(x, "{:+.4f}") for x in ret["pooled_ic_without_top_symbol"]],
+        "rows": [f"{a}/{b}" for a, b in zip(ret["n_train"], ret["n_validation"])],
+    })
+    lines = [
+        "return models on the validation bars: mean per-bar IC across symbols (t on non-overlapping bars), "
+        "pooled IC over all rows",
+        text.to_string(index=False),
+        "",
+        "barrier classifiers",
+        bar[["horizon", "kind", "family", "auc", "base_rate", "n_train", "n_validation"]].to_string(
+            index=False, float_format=lambda x: f"{x:.4f}"),
+    ]
+    return "\n".join(lines)
 
 
 def cmd_run(cfg, args) -> int:
@@ -207,38 +251,36 @@ def cmd_replay(cfg, args) -> int:
         return 130
     if summary.resumed_after is not None:
         print(f"resumed book {book} after {summary.resumed_after}: {summary.cycles} more cycles")
-    print_performance(cfg, engine.store, book, engine.market)
+    print_report(cfg, engine.store, book)
     return 0
 
 
-#: Sessions a year by calendar, for annualising; exchanges trade about 252 days.
-SESSIONS_PER_YEAR = {"24/7": 365, "24/5": 260}
+def print_report(cfg, store, book: str, json_path=None, plots=None):
+    """Print ``book``'s report (:mod:`foxlive_core.reports`), optionally write it as JSON and PNG; returns it."""
+    from pathlib import Path
 
+    from foxlive_core.reports import load_report, render, to_json, write_plots
 
-def print_performance(cfg, store, book: str, market) -> dict:
-    """Print the summary of ``book``'s cycles (P&L, Sharpe, drawdown, turnover, costs); returns the figures."""
-    from foxlive_core.runtime import performance
-
-    cycles = store.cycles(book)
-    days = SESSIONS_PER_YEAR.get(cfg.market.calendar, 252)
-    perf = performance(cycles, cfg.broker.starting_cash, days * bars_per_session(cfg.market))
-    orders = store.orders(book)
+    report = load_report(cfg, store, book)
+    print("\n" + render(report))
     state = store.load(book)
-    print(f"\nbook {book}: {perf['cycles']} cycles  {cycles['cycle_time'].iloc[0]} .. {cycles['cycle_time'].iloc[-1]}")
-    print(
-        f"  final value {perf['final_value']:,.2f}   P&L {perf['pnl']:+,.2f} ({perf['return_pct']:+.2f} %)\n"
-        f"  Sharpe (annualised) {perf['sharpe_annualised']:.2f}   max drawdown {perf['max_drawdown_pct']:.2f} %\n"
-        f"  turnover {perf['turnover']:.2f} x   fees {perf['fees']:,.2f}   orders {perf['orders']}  fills {perf['fills']}\n"
-        f"  decisions: trade {perf['trade_decisions']}  hold {perf['hold_decisions']}  blocked {perf['blocked_decisions']}"
-    )
-    if len(orders):
-        buys = int((orders["side"] == "buy").sum())
-        print(f"  orders: {buys} buys, {len(orders) - buys} sells")
-    shorts = sum(1 for q, _ in state.positions.values() if q < 0)
-    print(f"  open positions: {len(state.positions) - shorts} long, {shorts} short")
     if state.halted:
         print(f"  HALTED: {state.halt_reason} (the kill switch stays on until `foxlive resume --book {book}`)")
-    return perf
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(to_json(report))
+        print(f"report JSON -> {json_path}")
+    if plots is not None:
+        for path in write_plots(report, plots):
+            print(f"plot -> {path}")
+    return report
+
+
+def cmd_report(cfg, args) -> int:
+    from foxlive_core.state import StateStore
+
+    print_report(cfg, StateStore(cfg.state_path), args.book or cfg.book, args.json, args.plots)
+    return 0
 
 
 def cmd_status(cfg, args) -> int:
@@ -333,36 +375,41 @@ def cmd_demo(cfg, args) -> int:
     print(f"1/3 training on {cfg.models.training.sessions} sessions before {start} ...", flush=True)
     result = train_models(cfg, market, start - pd.Timedelta(seconds=1), symbols=symbols, progress=not args.quiet)
     table = result.metrics_table()
-    ret = table[table["kind"].isin(cfg.models.families)]
-    print(ret.pivot(index="horizon", columns="family", values="rank_ic").reindex(cfg.horizon_names).to_string(float_format=lambda x: f"{x:+.4f}"))
+    ret = table[table["kind"].isin(cfg.models.families)].assign(
+        cell=lambda f: [_ic_text(a, b) for a, b in zip(f["rank_ic"], f["rank_ic_t"])])
+    print("validation: mean per-bar rank IC (t on non-overlapping bars)")
+    print(ret.pivot(index="horizon", columns="family", values="cell").reindex(cfg.horizon_names).to_string())
     print(f"2/3 replaying {args.sessions} sessions ({start} .. {end}) on book 'demo' ...", flush=True)
     models = ModelStore(cfg.models_root).load(result.run_id, cfg)
     engine = TradingEngine(cfg, market, models, StateStore(cfg.state_path), symbols=symbols)
     engine.replay("demo", start, end, progress=not args.quiet)
     print("3/3 results")
-    print_performance(cfg, engine.store, "demo", market)
-    print_capture(engine, "demo", start, end)
+    report = print_report(cfg, engine.store, "demo")
+    print_capture(engine, report, start, end)
     print("\nexplain a decision: foxlive explain SYMBOL --book demo; where the edge goes: foxlive attribution --book demo")
     return 0
 
 
-def print_capture(engine, book: str, start, end) -> None:
+def print_capture(engine, report, start, end) -> None:
     """What the models' book kept of its edge, and (on the simulated market) of the planted signal's.
 
     Prints the attributed IC of the raw models and of the arbitrated alpha at the horizon the
-    book chose most, and replays the same cycles on an oracle that knows the planted signal
-    (book ``<book>_oracle``) to say how much of the oracle's P&L the models' book captured.
+    book chose most (from ``report``, the book's :class:`~foxlive_core.reports.Report`), and
+    replays the same cycles on an oracle that knows the planted signal (book ``<book>_oracle``)
+    to say how much of the oracle's P&L the models' book captured.
     """
     from foxlive_core.attribution import traded_horizon
+    from foxlive_core.reports import load_report
     from foxlive_core.signal_capture import oracle_inputs
 
-    report = engine.store.attribution(book)
-    traded = traded_horizon(report)
+    book = report.book
+    attribution = report.attribution
+    traded = traded_horizon(attribution) if attribution is not None else None
     if traded is None:
         print("  no entries: the models' alphas never cleared the costs")
         return
-    entries = {e["horizon"]: e["entries"] for e in report["entries"]}
-    rows = [r for r in report["stage_ic"] if r["horizon"] == traded and r["mean_ic"] is not None]
+    entries = {e["horizon"]: e["entries"] for e in attribution["entries"]}
+    rows = [r for r in attribution["stage_ic"] if r["horizon"] == traded and r["mean_ic"] is not None]
     raw = max((r for r in rows if r["stage"] == "raw"), key=lambda r: r["mean_ic"])
     arb = next(r for r in rows if r["stage"] == "arbitrated")
     print(f"  edge kept at {traded} (where {entries[traded]} of {sum(entries.values())} entries were chosen): "
@@ -372,9 +419,8 @@ def print_capture(engine, book: str, start, end) -> None:
         return
     times = engine.cycle_times(start, end)
     engine.replay_inputs(f"{book}_oracle", oracle_inputs(engine, times), len(times))
-    pnl = engine.store.cycles(book)["portfolio_value"].iloc[-1] - engine.cfg.broker.starting_cash
-    oracle = engine.store.cycles(f"{book}_oracle")["portfolio_value"].iloc[-1] - engine.cfg.broker.starting_cash
-    ratio = f"{pnl / oracle:.0%}" if oracle > 0 else "n/a (the oracle earned nothing)"
+    oracle = load_report(engine.cfg, engine.store, f"{book}_oracle").pnl
+    ratio = f"{report.pnl / oracle:.0%}" if oracle > 0 else "n/a (the oracle earned nothing)"
     sim = engine.cfg.market.simulated
     print(f"  planted signal (reversal {sim.reversal_strength:g}, drift {sim.drift_strength:g} bp/bar): the oracle's "
           f"book made {oracle:+,.2f} after costs on the same cycles; the models' book captured {ratio} of it")
@@ -389,6 +435,7 @@ COMMANDS = {
     "resume": cmd_resume,
     "explain": cmd_explain,
     "attribution": cmd_attribution,
+    "report": cmd_report,
     "demo": cmd_demo,
 }
 

@@ -199,7 +199,7 @@ def read_cycle(blob: bytes, cycle_time) -> SimpleNamespace:
 
 
 DECISION_FRAME_COLUMNS = ("cycle_time", "symbol", "decision", "reason", "horizon", "alpha_bps", "score",
-                          "target_weight", "shares")
+                          "target_weight", "shares", "price", "bid", "ask")
 
 
 def decisions_frame_columns() -> pd.DataFrame:
@@ -209,10 +209,12 @@ def decisions_frame_columns() -> pd.DataFrame:
 
 def decisions_frame(blob: bytes) -> pd.DataFrame:
     """Each (cycle, symbol)'s decision: cycle_time, symbol, decision, reason, horizon, alpha_bps, score,
-    target_weight, shares (alpha and score at the chosen horizon, NaN where none was chosen)."""
+    target_weight, shares (alpha and score at the chosen horizon, NaN where none was chosen), and the quote
+    it was decided on: price (the mid, else the mark), bid, ask (what a report splits a fill's cost by)."""
     _, meta = _table(blob, ["cycle_time"])
     horizons = meta["horizons"]
-    wanted = ["cycle_time", "symbol", "decision", "reason", "best_horizon", "target_weight", "executed_shares"]
+    wanted = ["cycle_time", "symbol", "decision", "reason", "best_horizon", "target_weight", "executed_shares",
+              "price", "bid", "ask"]
     wanted += [f"alpha_bps[{h}]" for h in horizons] + [f"score[{h}]" for h in horizons]
     table, _ = _table(blob, wanted)
     best = table.column("best_horizon").to_numpy()
@@ -236,5 +238,8 @@ def decisions_frame(blob: bytes) -> pd.DataFrame:
             "score": np.where(best >= 0, score[pick, rows], np.nan),
             "target_weight": table.column("target_weight").to_numpy(),
             "shares": table.column("executed_shares").to_numpy(),
+            "price": table.column("price").to_numpy(),
+            "bid": table.column("bid").to_numpy().astype(np.float64),
+            "ask": table.column("ask").to_numpy().astype(np.float64),
         }
     )

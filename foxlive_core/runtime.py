@@ -6,7 +6,6 @@ two never wire foxlive differently.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from foxlive_core.config import FoxliveConfig
@@ -69,32 +68,3 @@ def demo_window(cfg: FoxliveConfig, market: MarketData, sessions: int) -> tuple[
             f"first bar {first}, but the market ends at {market.last_time}; replay fewer sessions (--sessions)"
         )
     return session_bounds(market, end, sessions)
-
-
-def performance(cycles: pd.DataFrame, starting_cash: float, bars_per_year: float) -> dict:
-    """Summary figures of a run of cycles (rows of :meth:`StateStore.cycles`).
-
-    Sharpe is the annualised mean over std of per-cycle returns of portfolio
-    value (``bars_per_year`` cycles a year); turnover is traded notional over
-    the mean portfolio value.
-    """
-    pv = cycles["portfolio_value"].to_numpy()
-    values = np.r_[starting_cash, pv]
-    rets = values[1:] / values[:-1] - 1.0
-    sharpe = float(rets.mean() / rets.std() * np.sqrt(bars_per_year)) if len(rets) > 1 and rets.std() > 0 else 0.0
-    hwm = np.maximum.accumulate(values)
-    return {
-        "cycles": int(len(cycles)),
-        "final_value": float(pv[-1]) if len(pv) else starting_cash,
-        "pnl": float(pv[-1] - starting_cash) if len(pv) else 0.0,
-        "return_pct": float((pv[-1] / starting_cash - 1) * 100) if len(pv) else 0.0,
-        "sharpe_annualised": sharpe,
-        "max_drawdown_pct": float((1 - values / hwm).max() * 100),
-        "turnover": float(cycles["traded_notional"].sum() / values.mean()),
-        "fees": float(cycles["fees"].sum()),
-        "orders": int(cycles["n_orders"].sum()),
-        "fills": int(cycles["n_fills"].sum()),
-        "trade_decisions": int(cycles["n_trade"].sum()),
-        "hold_decisions": int(cycles["n_hold"].sum()),
-        "blocked_decisions": int(cycles["n_blocked"].sum()),
-    }

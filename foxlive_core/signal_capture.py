@@ -18,7 +18,8 @@ every family's prediction (same pipeline, same costs, same barrier models).
   dollars, after spread, slippage and fees; ``capture_ratio`` the first over
   the second (None when the oracle's book earns nothing).
 - ``turnover`` (traded notional over mean value) and ``costs`` (fees plus the
-  spread and slippage paid, dollars) of the models' book.
+  spread and slippage paid against the mid, dollars) of the models' book, from
+  its :mod:`foxlive_core.reports` report.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from foxlive_core.engine import TradingEngine
 from foxlive_core.models.store import ModelStore
 from foxlive_core.models.training import train_models
 from foxlive_core.pipeline.confidence import cross_sectional_ic
-from foxlive_core.runtime import demo_window, make_market, performance
+from foxlive_core.reports import load_report
+from foxlive_core.runtime import demo_window, make_market
 from foxlive_core.state import StateStore
 
 
@@ -98,10 +100,9 @@ def capture(cfg: FoxliveConfig, strength: float, sessions: int, symbols=None, cl
     engine.replay("capture_models", start, end)
     engine.replay_inputs("capture_oracle", oracle_inputs(engine, times), len(times))
 
-    bars_per_year = 252 * len(times) / sessions
-    perf = performance(store.cycles("capture_models"), cfg.broker.starting_cash, bars_per_year)
-    oracle = performance(store.cycles("capture_oracle"), cfg.broker.starting_cash, bars_per_year)
-    report = store.attribution("capture_models")
+    perf = load_report(cfg, store, "capture_models")
+    oracle = load_report(cfg, store, "capture_oracle")
+    report = perf.attribution
     traded = traded_horizon(report) or cfg.horizon_names[-1]
 
     close = market.bars(symbols, start, end).close
@@ -114,8 +115,6 @@ def capture(cfg: FoxliveConfig, strength: float, sessions: int, symbols=None, cl
         planted[name] = float(np.nanmean(ic)) if np.isfinite(ic).any() else None
     row = next(r for r in report["stage_ic"] if r["stage"] == "arbitrated" and r["horizon"] == traded)
     se = abs(row["mean_ic"] / row["t_stat"]) if row["mean_ic"] is not None and row["t_stat"] else None
-    paid_bps = report["fills"]["cost_paid_bps"] or 0.0
-    costs = paid_bps * 1e-4 * float(store.cycles("capture_models")["traded_notional"].sum())
     return CaptureResult(
         strength=strength,
         planted_ic=planted.get(traded),
@@ -123,13 +122,13 @@ def capture(cfg: FoxliveConfig, strength: float, sessions: int, symbols=None, cl
         realised_ic=row["mean_ic"],
         realised_ic_se=se,
         traded_horizon=traded,
-        pnl_after_costs=perf["pnl"],
-        oracle_pnl_after_costs=oracle["pnl"],
-        capture_ratio=perf["pnl"] / oracle["pnl"] if oracle["pnl"] > 0 else None,
-        turnover=perf["turnover"],
-        costs=costs,
-        orders=perf["orders"],
-        oracle_orders=oracle["orders"],
+        pnl_after_costs=perf.pnl,
+        oracle_pnl_after_costs=oracle.pnl,
+        capture_ratio=perf.pnl / oracle.pnl if oracle.pnl > 0 else None,
+        turnover=perf.turnover,
+        costs=perf.costs["total"],
+        orders=perf.orders,
+        oracle_orders=oracle.orders,
         attribution=report,
     )
 

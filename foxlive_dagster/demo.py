@@ -36,7 +36,7 @@ def prepare_dagster_home(cfg: FoxliveConfig) -> Path:
 
 
 def run_demo(cfg: FoxliveConfig, args) -> int:
-    from foxlive_core.cli import print_capture, print_performance
+    from foxlive_core.cli import print_capture, print_report
     from foxlive_core.engine import TradingEngine
     from foxlive_core.models.store import ModelStore
     from foxlive_core.state import StateStore
@@ -80,9 +80,9 @@ def run_demo(cfg: FoxliveConfig, args) -> int:
     )
     print("3/3 results")
     store = StateStore(cfg.state_path)
-    print_performance(cfg, store, DEMO_BOOK, market)
+    report = print_report(cfg, store, DEMO_BOOK)
     engine = TradingEngine(cfg, market, ModelStore(cfg.models_root).load(run_id, cfg), store)
-    print_capture(engine, DEMO_BOOK, start, end)
+    print_capture(engine, report, start, end)
     print(
         "\nOpen the UI on this instance and look at the lineage of these runs:\n"
         f"  DAGSTER_HOME={dagster_home} FOXLIVE_HOME={cfg.home} dg dev\n"

@@ -20,7 +20,9 @@ def table(frame: pd.DataFrame, max_rows: int = 100) -> dg.TableMetadataValue:
     for row in frame.itertuples(index=False):
         values = {}
         for c, v in zip(frame.columns, row):
-            if isinstance(v, (float, np.floating)):
+            if v is None:
+                values[str(c)] = None
+            elif isinstance(v, (float, np.floating)):
                 values[str(c)] = None if not np.isfinite(v) else round(float(v), 6)
             elif isinstance(v, (np.integer,)):
                 values[str(c)] = int(v)
@@ -56,3 +58,44 @@ def equity_curve(times: pd.Series, values: np.ndarray, title: str) -> dg.Markdow
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     return png_markdown(fig, title)
+
+
+def report_metadata(report) -> dict:
+    """A :class:`foxlive_core.reports.Report` as Dagster metadata: its headline figures (None for n/a), the
+    printed table, the full report as JSON, and its plots as inline PNG images."""
+    from foxlive_core.reports import figures, render
+
+    summary = report.summary()
+    costs, trades = summary["costs"], summary["trades"]
+    figures_md = {f"{name}_plot": png_markdown(fig, f"{report.book} {name}") for name, fig in figures(report).items()}
+    return {
+        "periods": report.periods,
+        "bar_interval": report.bar_interval,
+        "periods_per_year": report.periods_per_year,
+        "pnl": report.pnl,
+        "return": report.total_return,
+        "annual_return": summary["annual_return"],
+        "annual_volatility": summary["annual_volatility"],
+        "sharpe": summary["sharpe"],
+        "sharpe_se": summary["sharpe_se"],
+        "sortino": summary["sortino"],
+        "max_drawdown": report.max_drawdown,
+        "max_drawdown_bars": report.max_drawdown_bars,
+        "mean_gross_exposure": report.mean_gross_exposure,
+        "turnover": report.turnover,
+        "traded_notional": report.traded_notional,
+        "costs_spread": costs["spread"],
+        "costs_slippage": costs["slippage"],
+        "costs_impact": costs["impact"],
+        "costs_fees": costs["fees"],
+        "costs_total": costs["total"],
+        "fees": costs["fees"],
+        "orders": report.orders,
+        "fills": report.fills,
+        "hit_rate": trades["hit_rate"],
+        "long_entries": trades["long"]["entries"],
+        "short_entries": trades["short"]["entries"],
+        "report": dg.MetadataValue.md(f"```\n{render(report)}\n```"),
+        "report_json": dg.MetadataValue.json(summary),
+        **figures_md,
+    }

@@ -7,10 +7,12 @@ first within h. The split is by time: the last ``validation_fraction`` of the
 bar times validate, and training rows stop h + ``purge_bars`` bars before the
 first validation bar, so no training target overlaps the validation period.
 
-Validation metrics of a return model: IC (Pearson of prediction and realised
-forward return over pooled rows), rank IC (Spearman), and IC-IR (mean over
-the per-bar cross-sectional rank ICs divided by their standard deviation).
-Barrier classifiers report AUC and the base rate.
+Validation metrics of a return model (:func:`_return_metrics`): the mean
+per-bar cross-sectional rank IC and Pearson IC, each with its t-statistic on
+non-overlapping bars, IC-IR, and the pooled Pearson IC with the share of it
+that its top symbol contributes; "n/a" (None) where no bar has 5 symbols.
+Barrier classifiers report AUC and the base rate. A model's feature
+importance is kept in ``model_meta.json`` as a list in importance order.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pandas as pd
 from scipy import stats
 
 from foxlive_core import __version__
+from foxlive_core.attribution import MIN_SYMBOLS, t_statistic
 from foxlive_core.config import FoxliveConfig
 from foxlive_core.data.protocol import MarketData
 from foxlive_core.errors import DataError, ModelError
@@ -34,6 +37,7 @@ from foxlive_core.features import FEATURE_NAMES, build_features, fill_missing_ba
 from foxlive_core.models import families
 from foxlive_core.models.store import BARRIER_KINDS, ModelStore, sha256_file, write_json_atomic
 from foxlive_core.models.targets import barrier_labels, forward_returns
+from foxlive_core.pipeline.confidence import cross_sectional_ic
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,8 @@ class TrainingResult:
     manifest: dict
 
     def metrics_table(self) -> pd.DataFrame:
-        """One row per model: horizon, kind, family, ic, rank_ic, ic_ir / auc, base_rate, rows."""
+        """One row per model: horizon, kind, family, its metrics (:func:`_return_metrics` for a return
+        model, auc and base_rate for a barrier classifier; NaN where a figure is n/a), n_train, n_validation."""
         rows = []
         for m in self.manifest["models"]:
             rows.append({"horizon": m["horizon"], "kind": m["kind"], "family": m["family"], **m["metrics"],
@@ -87,33 +92,95 @@ def training_window(cfg: FoxliveConfig, market: MarketData, end=None) -> tuple[p
     return start, end
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
-        return 0.0
-    return float(stats.spearmanr(a, b).statistic)
+def cross_sectional_pearson(pred: np.ndarray, real: np.ndarray, min_pairs: int = MIN_SYMBOLS) -> np.ndarray:
+    """Pearson correlation across the last axis, one value per leading index.
 
+    Parameters
+    ----------
+    pred, real : (..., N); NaN entries drop out pairwise
+    min_pairs : fewer finite pairs than this gives NaN
 
-def _return_metrics(pred: np.ndarray, y: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> dict:
-    """IC, rank IC over pooled rows, and IC-IR of the per-bar cross-sectional rank ICs.
-
-    ``rows``/``cols`` place each observation on the (bar, symbol) grid.
+    Returns
+    -------
+    (...,) in [-1, 1]; NaN where unmeasured, 0 where either side is constant.
     """
-    ic = float(np.corrcoef(pred, y)[0, 1]) if len(y) > 2 and np.std(pred) > 0 and np.std(y) > 0 else 0.0
-    rank_ic = _spearman(pred, y)
-    _, r = np.unique(rows, return_inverse=True)
-    grid_p = np.full((r.max() + 1, cols.max() + 1), np.nan)
-    grid_y = grid_p.copy()
-    grid_p[r, cols], grid_y[r, cols] = pred, y
-    rp = stats.rankdata(grid_p, axis=1, nan_policy="omit")
-    ry = stats.rankdata(grid_y, axis=1, nan_policy="omit")
-    count = np.isfinite(grid_p).sum(axis=1)
-    rp -= np.nanmean(rp, axis=1, keepdims=True)
-    ry -= np.nanmean(ry, axis=1, keepdims=True)
+    valid = np.isfinite(pred) & np.isfinite(real)
+    n = valid.sum(axis=-1)
+    p = np.where(valid, pred, 0.0)
+    r = np.where(valid, real, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        per_bar = np.nansum(rp * ry, axis=1) / np.sqrt(np.nansum(rp**2, axis=1) * np.nansum(ry**2, axis=1))
-    per_bar = per_bar[(count >= 5) & np.isfinite(per_bar)]
-    ic_ir = float(per_bar.mean() / per_bar.std()) if len(per_bar) > 1 and per_bar.std() > 0 else 0.0
-    return {"ic": ic, "rank_ic": rank_ic, "ic_ir": ic_ir, "mean_bar_rank_ic": float(per_bar.mean()) if len(per_bar) else 0.0}
+        p = np.where(valid, p - p.sum(axis=-1, keepdims=True) / n[..., None], 0.0)
+        r = np.where(valid, r - r.sum(axis=-1, keepdims=True) / n[..., None], 0.0)
+    var = (p * p).sum(axis=-1) * (r * r).sum(axis=-1)
+    ic = np.divide((p * r).sum(axis=-1), np.sqrt(var), out=np.zeros(n.shape), where=var > 0)
+    return np.where(n >= min_pairs, np.clip(ic, -1.0, 1.0), np.nan)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _mean_or_none(x: np.ndarray) -> float | None:
+    return float(x.mean()) if len(x) else None
+
+
+def _return_metrics(pred: np.ndarray, y: np.ndarray, rows: np.ndarray, cols: np.ndarray, horizon_bars: int,
+                    symbol_names) -> dict:
+    """Validation figures of a return model at a horizon of ``horizon_bars`` bars.
+
+    Per bar (date), the IC across symbols: Spearman (``rank_ic``) and Pearson
+    (``ic``), averaged over the validation bars with at least ``MIN_SYMBOLS``
+    symbols, each with its t-statistic (:func:`foxlive_core.attribution.t_statistic`)
+    on non-overlapping bars (every ``horizon_bars``-th bar from the first, so no
+    two h-bar targets share a bar); ``ic_ir`` is the mean per-bar rank IC over
+    its standard deviation (all bars). All None ("n/a") where no bar has enough
+    symbols. ``pooled_ic`` is the Pearson IC over all (bar, symbol) rows;
+    ``top_symbol_share`` the share of it contributed by the symbol contributing
+    most (its rows' co-moment over the pooled normaliser, as a fraction of the
+    pooled IC) and ``pooled_ic_without_top_symbol`` the pooled IC without that
+    symbol's rows: a pooled IC resting on one symbol shows here.
+
+    Parameters
+    ----------
+    pred, y : (k,) predictions and realised forward returns
+    rows, cols : (k,) bar index and symbol index of each row
+    horizon_bars : bars of the target's horizon
+    symbol_names : the names ``cols`` index into
+    """
+    bars, b = np.unique(rows, return_inverse=True)
+    symbols, s = np.unique(cols, return_inverse=True)
+    grid_p = np.full((len(bars), len(symbols)), np.nan)
+    grid_y = grid_p.copy()
+    grid_p[b, s], grid_y[b, s] = pred, y
+    per_bar_rank = cross_sectional_ic(grid_p, grid_y, MIN_SYMBOLS)
+    per_bar = cross_sectional_pearson(grid_p, grid_y, MIN_SYMBOLS)
+    independent = (bars - bars[0]) % horizon_bars == 0
+    measured = np.isfinite(per_bar_rank)
+    rank_all = per_bar_rank[measured]
+    sd = rank_all.std(ddof=1) if len(rank_all) > 1 else 0.0
+    out = {
+        "rank_ic": _mean_or_none(rank_all),
+        "rank_ic_t": t_statistic(per_bar_rank[measured & independent]),
+        "ic": _mean_or_none(per_bar[np.isfinite(per_bar)]),
+        "ic_t": t_statistic(per_bar[np.isfinite(per_bar) & independent]),
+        "ic_ir": float(rank_all.mean() / sd) if sd > 0 else None,
+        "bars": int(measured.sum()),
+        "independent_bars": int((measured & independent).sum()),
+        "pooled_ic": _pearson(pred, y),
+        "top_symbol": None,
+        "top_symbol_share": None,
+        "pooled_ic_without_top_symbol": None,
+    }
+    if out["pooled_ic"] is not None and out["pooled_ic"] != 0 and len(symbols) > 1:
+        dp, dy = pred - pred.mean(), y - y.mean()
+        contribution = np.bincount(s, weights=dp * dy) / np.sqrt((dp @ dp) * (dy @ dy))
+        top = int(np.argmax(np.sign(out["pooled_ic"]) * contribution))
+        rest = s != top
+        out.update(top_symbol=symbol_names[int(symbols[top])], top_symbol_share=float(contribution[top] / out["pooled_ic"]),
+                   pooled_ic_without_top_symbol=_pearson(pred[rest], y[rest]))
+    return out
 
 
 def _auc(p: np.ndarray, label: np.ndarray) -> float:
@@ -209,7 +276,7 @@ def train_models(
                 if objective == "binary":
                     metrics = {"auc": _auc(pred, yf[va_idx]), "base_rate": float(yf[va_idx].mean())}
                 else:
-                    metrics = _return_metrics(pred, yf[va_idx], va_idx // N, va_idx % N)
+                    metrics = _return_metrics(pred, yf[va_idx], va_idx // N, va_idx % N, h_bars, symbols)
                 directory = tmp_dir / h_cfg.name / kind
                 directory.mkdir(parents=True, exist_ok=True)
                 model_path = model.save(directory)
@@ -237,7 +304,9 @@ def train_models(
                     "metrics": metrics,
                     "bps_scale": float(np.std(yf[tr_idx]) * 1e4) if objective == "regression" else None,
                     "barrier_width_sigmas": cfg.models.barrier_width_sigmas if objective == "binary" else None,
-                    "feature_importance": dict(sorted(importance.items(), key=lambda kv: -kv[1])),
+                    # A list: the JSON is written with sorted keys, which would put a dict in name order.
+                    "feature_importance": [{"feature": n, "importance": v}
+                                           for n, v in sorted(importance.items(), key=lambda kv: -kv[1])],
                     "model_file": model_path.name,
                     "sha256": digest,
                     "package_versions": versions,
@@ -255,11 +324,11 @@ def train_models(
                         "n_train": meta["n_train"],
                         "n_validation": meta["n_validation"],
                         "bps_scale": meta["bps_scale"],
-                        "top_features": list(meta["feature_importance"])[:10],
+                        "top_features": [f["feature"] for f in meta["feature_importance"][:10]],
                     }
                 )
                 if objective == "regression":
-                    validation[kind] = (va_idx, pred, metrics["mean_bar_rank_ic"], meta["bps_scale"])
+                    validation[kind] = (va_idx, pred, metrics["rank_ic"], meta["bps_scale"])
                 bar.update(1)
             calibration[h_cfg.name] = fit_calibration(cfg, h_cfg.temperature, validation, y_ret.reshape(T * N), N)
         bar.close()
@@ -303,7 +372,8 @@ def fit_calibration(cfg: FoxliveConfig, temperature: float, validation: dict, y:
     (bps, less its mean across symbols at each bar) on that alpha.
 
     ``validation`` maps family -> (flat row indices into the (T, N) grid,
-    predictions, mean per-bar rank IC, bps scale); ``y`` is the flat forward return.
+    predictions, mean per-bar rank IC or None where unmeasured (then the floor), bps scale);
+    ``y`` is the flat forward return.
     """
     from foxlive_core.pipeline.blend import apply_temperature, ridge_weights
     from foxlive_core.pipeline.standardize import zscore_cross_sectional
@@ -317,7 +387,8 @@ def fit_calibration(cfg: FoxliveConfig, temperature: float, validation: dict, y:
         grid[f, np.searchsorted(bars, idx // n_symbols), idx % n_symbols] = pred
     sc, cc, bc = cfg.standardization, cfg.confidence, cfg.blending
     z = zscore_cross_sectional(grid, sc.min_samples, sc.clip)
-    ic = np.array([max(validation[fam][2], cc.ic_floor) for fam in families])
+    ic = np.array([max(validation[fam][2] if validation[fam][2] is not None else cc.ic_floor, cc.ic_floor)
+                   for fam in families])
     mu = np.fmax(ic - 0.5 * bc.cost_share, 0.01)
     w = apply_temperature(ridge_weights(mu, np.eye(len(families)), bc.ridge_lambda), temperature)
     scale = np.array([validation[fam][3] for fam in families])

@@ -40,9 +40,12 @@ def trained_models(
             "run_id": result.run_id,
             "artifact_path": dg.MetadataValue.path(str(result.run_dir)),
             "models": len(metrics),
-            "validation_ic": table(returns[["horizon", "family", "ic", "rank_ic", "ic_ir", "n_train", "n_validation"]]),
+            # Per-bar ICs across symbols with t on non-overlapping bars; empty cells are n/a (under 5 symbols).
+            "validation_ic": table(returns[["horizon", "family", "rank_ic", "rank_ic_t", "ic", "ic_t", "ic_ir",
+                                            "independent_bars", "pooled_ic", "top_symbol", "top_symbol_share",
+                                            "pooled_ic_without_top_symbol", "n_train", "n_validation"]]),
             "barrier_auc": table(barriers[["horizon", "kind", "family", "auc", "base_rate"]]),
-            "mean_rank_ic": float(returns["rank_ic"].mean()),
+            "mean_rank_ic": float(pd.to_numeric(returns["rank_ic"]).mean()) if returns["rank_ic"].notna().any() else None,
             "feature_importance_top10": dg.MetadataValue.md(
                 "| feature | score |\n|---|---|\n" + "\n".join(f"| {n} | {v:.0f} |" for n, v in top)
             ),

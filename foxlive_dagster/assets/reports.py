@@ -2,12 +2,12 @@
 
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from foxlive_core.calendar import calendar_for
 from foxlive_core.config import FoxliveConfig
-from foxlive_dagster.metadata import equity_curve, table
+from foxlive_core.reports import load_report
+from foxlive_dagster.metadata import report_metadata, table
 from foxlive_dagster.resources import FoxliveConfigResource, StateStoreResource
 
 
@@ -29,7 +29,7 @@ def build_report_assets(cfg: FoxliveConfig) -> list:
     @dg.asset(partitions_def=session_partitions(cfg), group_name="reports", kinds={"python"},
               io_manager_key="cycle_io_manager", deps=["risk_report"])
     def end_of_day_report(context: dg.AssetExecutionContext, foxlive: FoxliveConfigResource, state: StateStoreResource):
-        """The live book's session: P&L, trades, fees, turnover, drawdown, and the intraday equity curve."""
+        """The live book's session (foxlive_core.reports): P&L, Sharpe, drawdown, turnover, costs, trades, plots."""
         cfg = foxlive.get()
         store = state.get()
         book = cfg.book
@@ -41,25 +41,15 @@ def build_report_assets(cfg: FoxliveConfig) -> list:
         if len(cycles) == 0:
             return dg.MaterializeResult(value={"book": book, "session": str(day), "cycles": 0},
                                         metadata={"book": book, "session": str(day), "cycles": 0})
-        start_value = float(cycles["portfolio_value"].iloc[0] / (1 + cycles["daily_return"].iloc[0]))
-        end_value = float(cycles["portfolio_value"].iloc[-1])
-        summary = {
-            "book": book,
-            "session": str(day),
-            "cycles": int(len(cycles)),
-            "pnl": end_value - start_value,
-            "return": end_value / start_value - 1,
-            "fees": float(cycles["fees"].sum()),
-            "orders": int(cycles["n_orders"].sum()),
-            "turnover": float(cycles["traded_notional"].sum() / np.mean(cycles["portfolio_value"])),
-            "max_drawdown": float(cycles["drawdown"].max()),
-            "halted_at_close": bool(cycles["halted"].iloc[-1]),
-        }
+        report = load_report(cfg, store, book, since=cycles["cycle_time"].iloc[0], until=cycles["cycle_time"].iloc[-1])
         return dg.MaterializeResult(
-            value=summary,
+            value={"session": str(day), "cycles": report.periods, **report.summary()},
             metadata={
-                **summary,
-                "equity_curve": equity_curve(cycles["cycle_time"], cycles["portfolio_value"].to_numpy(), f"{book} {day}"),
+                "book": book,
+                "session": str(day),
+                "cycles": report.periods,
+                **report_metadata(report),
+                "halted_at_close": report.halted,
                 "cycles_table": table(cycles[["cycle_time", "portfolio_value", "n_trade", "n_orders", "fees", "drawdown"]].tail(100)),
             },
         )

@@ -61,6 +61,7 @@ def test_replay_status_explain_halt_resume(cli_env, capsys):
     assert cli_env("replay", "--start", "2025-05-01", "--end", "2025-05-01", "--book", "rp", "--quiet") == 0
     out = capsys.readouterr().out
     assert "book rp: 78 cycles" in out and "Sharpe" in out and "max drawdown" in out and "turnover" in out
+    assert "annualised from 78 bar returns" in out and "impact 0.00" in out
     assert cli_env("status", "--book", "rp") == 0
     assert "cycles: 78" in capsys.readouterr().out
     assert cli_env("explain", "AAPL", "--book", "rp") == 0
@@ -122,3 +123,33 @@ def test_ctrl_c_stops_a_replay_at_a_commit_and_resume_finishes_it(cli_env, tmp_p
     whole, cut = store.cycles("whole")[cols], store.cycles("cut")[cols]
     assert len(cut) == 8 * 78
     pd.testing.assert_frame_equal(whole.reset_index(drop=True), cut.reset_index(drop=True), check_exact=True)
+
+
+def test_report_writes_json_and_plots_with_the_stores_figures(cli_env, capsys, tmp_path):
+    from foxlive_core.config import load_config
+    from foxlive_core.state import StateStore
+
+    # The small run's models first trade on the second session.
+    assert cli_env("replay", "--start", "2025-05-01", "--end", "2025-05-02", "--book", "rp", "--quiet") == 0
+    capsys.readouterr()
+    assert cli_env("report", "--book", "rp", "--json", str(tmp_path / "rp.json"), "--plots", str(tmp_path / "plots")) == 0
+    out = capsys.readouterr().out
+    assert "book rp: 156 cycles of 5m bars" in out and "signal attribution over 156 cycles" in out
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["rp_equity.png", "rp_ic.png"]
+    data = json.loads((tmp_path / "rp.json").read_text())
+    cfg = load_config(str(tmp_path / "cfg" / "live_trading.yaml"))
+    store = StateStore(cfg.state_path)
+    cycles, orders = store.cycles("rp"), store.orders("rp")
+    assert data["periods"] == 156 and data["final_value"] == pytest.approx(cycles["portfolio_value"].iloc[-1])
+    assert data["costs"]["fees"] == pytest.approx(cycles["fees"].sum())
+    assert data["traded_notional"] == pytest.approx(cycles["traded_notional"].sum())
+    assert data["fills"] == int(cycles["n_fills"].sum()) > 0
+    # The paper broker fills at ask x (1 + s) or bid x (1 - s): slippage is s / (1 +- s) of each fill's notional.
+    s = cfg.broker.slippage_bps * 1e-4
+    filled = orders[orders["filled_quantity"] > 0]
+    notional = filled["filled_quantity"] * filled["price"]
+    expected = (notional * s / (1 + s))[filled["side"] == "buy"].sum() + (notional * s / (1 - s))[filled["side"] == "sell"].sum()
+    assert data["costs"]["slippage"] == pytest.approx(expected, rel=1e-4)
+    assert data["costs"]["spread"] > 0 and data["costs"]["impact"] == 0.0
+    assert cli_env("report", "--book", "nobook") == 2
+    assert "book 'nobook' does not exist" in capsys.readouterr().err

@@ -64,9 +64,11 @@ def run_cli(capsys, *argv: str) -> str:
     return capsys.readouterr().out
 
 
-def trained_rows(out: str, horizons: tuple[str, ...]) -> list[list[str]]:
-    """The metric table's rows (horizon, kind, family, ic, ..., n_train, n_validation, ...) that ``train`` printed."""
-    return [line.split() for line in out.splitlines() if line.split() and line.split()[0] in horizons]
+def trained_rows(out: str, horizons: tuple[str, ...]) -> tuple[list[list[str]], list[list[str]]]:
+    """The rows ``train`` printed: return models (horizon, family, ..., "n_train/n_validation") and barrier
+    classifiers (horizon, kind, family, auc, base_rate, n_train, n_validation)."""
+    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0] in horizons]
+    return [r for r in rows if not r[1].startswith("barrier")], [r for r in rows if r[1].startswith("barrier")]
 
 
 def test_copies_are_the_packages_files_byte_for_byte(copied):
@@ -118,13 +120,16 @@ def test_us_daily_trains_and_replays_a_week(tmp_path, copied, capsys):
                           {"models": {"training": {"sessions": 400}, **TINY_MODELS}})
     out = run_cli(capsys, "--config", str(path), "train", "--end", "2011-12-30", "--quiet")
     assert "market data: no repairs: 12,210 rows as given" in out
-    rows = trained_rows(out, ("1d", "5d", "20d"))
-    assert [(r[0], r[2]) for r in rows if r[1] == r[2]] == [
-        (h, f) for h in ("1d", "5d", "20d") for f in ("lightgbm", "xgboost", "ridge")]
-    assert all(int(r[-4]) > 0 and int(r[-3]) > 0 for r in rows)  # n_train, n_validation
+    returns, barriers = trained_rows(out, ("1d", "5d", "20d"))
+    assert [(r[0], r[1]) for r in returns] == [(h, f) for h in ("1d", "5d", "20d") for f in ("lightgbm", "xgboost", "ridge")]
+    assert all(int(n) > 0 for r in returns for n in r[-1].split("/"))  # n_train/n_validation
+    assert all(int(r[-2]) > 0 and int(r[-1]) > 0 for r in barriers) and len(barriers) == 6
+    # three symbols: no bar has the 5 a per-bar IC needs, so it is n/a, not 0
+    assert all(r[2:5] == ["n/a", "n/a", "n/a"] for r in returns)
     out = run_cli(capsys, "--config", str(path), "replay", "--start", "2012-01-03", "--end", "2012-01-09", "--quiet")
     # sessions Tue 3 .. Mon 9 Jan 2012: 3, 4, 5, 6, 9, each closing 16:00 EST = 21:00Z
-    assert "book us_daily_replay: 5 cycles  2012-01-03 21:00:00+00:00 .. 2012-01-09 21:00:00+00:00" in out
+    assert "book us_daily_replay: 5 cycles of 1d bars, 2012-01-03 21:00 .. 2012-01-09 21:00 UTC" in out
+    assert "annualised from 5 bar returns (0.020 years of 252 1d bars a year)" in out
     decided = [int(n) for n in re.search(r"decisions: trade (\d+)  hold (\d+)  blocked (\d+)", out).groups()]
     assert sum(decided) == 5 * 3  # every symbol decided at every cycle
 
@@ -134,13 +139,15 @@ def test_eurusd_hourly_trains_and_replays_a_day_without_trading(tmp_path, copied
                           {"models": {"training": {"sessions": 60}, **TINY_MODELS}})
     out = run_cli(capsys, "--config", str(path), "train", "--end", "2017-11-30", "--quiet")
     assert "dropped 2 (off-calendar time 2)" in out
-    rows = trained_rows(out, ("1h", "4h", "1d"))
-    assert len([r for r in rows if r[1] == r[2]]) == 9 and all(int(r[-4]) > 0 for r in rows)
+    returns, barriers = trained_rows(out, ("1h", "4h", "1d"))
+    assert len(returns) == 9 and all(int(n) > 0 for r in returns for n in r[-1].split("/"))
+    assert len(barriers) == 6 and all(int(r[-2]) > 0 for r in barriers)
     # one symbol: calibration regresses each move less the cross-section's mean move, which is the move
     # itself, so the slope is 0 at training and the alphas are calibrated to 0 (README)
     manifest = json.loads(next((tmp_path / "home" / "models").glob("*/manifest.json")).read_text())
     assert {h: manifest["calibration"][h]["slope"] for h in ("1h", "4h", "1d")} == {"1h": 0.0, "4h": 0.0, "1d": 0.0}
     out = run_cli(capsys, "--config", str(path), "replay", "--start", "2017-12-01", "--end", "2017-12-01", "--quiet")
     # Friday 1 Dec 2017's FX day: 24 hourly bars from Thursday 17:00 New York (22:00Z), closing 23:00Z .. 22:00Z
-    assert "book eurusd_replay: 24 cycles  2017-11-30 23:00:00+00:00 .. 2017-12-01 22:00:00+00:00" in out
-    assert "orders 0  fills 0" in out and "decisions: trade 0  hold 24  blocked 0" in out
+    assert "book eurusd_replay: 24 cycles of 60m bars, 2017-11-30 23:00 .. 2017-12-01 22:00 UTC" in out
+    assert "orders 0 (fills 0, rejected 0)" in out and "decisions: trade 0  hold 24  blocked 0" in out
+    assert "6,240 60m bars a year" in out  # 260 weekdays x 24 hourly bars on 24/5

@@ -156,6 +156,13 @@ def test_end_of_day_report_of_the_live_book(module_env, module_instance):
     assert meta["book"] == env.cfg.book and meta["cycles"] == len(live) == 2
     assert meta["fees"] == pytest.approx(live["fees"].sum())
     assert meta["halted_at_close"] is False
+    # The session's report (foxlive_core.reports): figures, the printed table, the JSON and inline plots.
+    assert meta["periods"] == 2 and meta["bar_interval"] == "5m"
+    assert meta["pnl"] == pytest.approx(live["portfolio_value"].iloc[-1] - env.cfg.broker.starting_cash)
+    assert meta["costs_total"] == pytest.approx(meta["costs_spread"] + meta["costs_slippage"] + meta["costs_fees"])
+    assert meta["costs_impact"] == 0.0 and meta["traded_notional"] == pytest.approx(live["traded_notional"].sum())
+    assert "book live: 2 cycles of 5m bars" in meta["report"] and meta["report_json"]["periods"] == 2
+    assert meta["equity_plot"].startswith("![live equity](data:image/png;base64,")
     empty = dg.materialize(report, partition_key="2025-05-05", resources=env.resources, instance=module_instance)
     assert metadata_values(empty.get_asset_materialization_events()[0].materialization)["cycles"] == 0
 

@@ -626,9 +626,3 @@ def _validate_whole(cfg: FoxliveConfig) -> None:
         pd.Timestamp(cfg.engine.partitions_start)
     except ValueError:
         raise ConfigError(f"engine.partitions_start: {cfg.engine.partitions_start!r} is not a date (use YYYY-MM-DD)") from None
-
-
-def config_to_dict(cfg: FoxliveConfig) -> dict:
-    """A plain, JSON-able dict of the configuration (for metadata and manifests)."""
-    return dataclasses.asdict(cfg)
-

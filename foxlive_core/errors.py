@@ -37,9 +37,5 @@ class BrokerError(FoxliveError):
         self.reason = reason
 
 
-class RiskError(FoxliveError):
-    """A risk limit forbids the requested action (e.g. trading while halted)."""
-
-
 class StateError(FoxliveError):
     """The persisted state is missing, corrupt, locked or inconsistent."""

@@ -89,7 +89,7 @@ def risk_sensor(context: dg.SensorEvaluationContext, foxlive: FoxliveConfigResou
     )
 
 
-def build_failure_sensor(max_failures_default: int = 3):
+def build_failure_sensor():
     @dg.run_failure_sensor(
         name="cycle_failure_sensor",
         monitored_jobs=[trading_cycle_job],

@@ -71,11 +71,6 @@ class BarPanel:
         """A sub-window by row position (a slice or an index array)."""
         return BarPanel(self.times[rows], self.symbols, *(getattr(self, f)[rows] for f in BAR_FIELDS))
 
-    def until(self, t) -> "BarPanel":
-        """Bars with close time <= t."""
-        n = int(self.times.searchsorted(pd.Timestamp(t), side="right"))
-        return self.rows(slice(0, n))
-
     def to_frame(self) -> pd.DataFrame:
         T, N = self.shape
         frame = pd.DataFrame(
@@ -87,17 +82,6 @@ class BarPanel:
         )
         frame["time"] = pd.to_datetime(frame["time"], utc=True)
         return frame
-
-    @classmethod
-    def from_frame(cls, frame: pd.DataFrame, symbols=None) -> "BarPanel":
-        """Build from the tidy form; (time, symbol) pairs absent from the frame become NaN bars."""
-        wide = frame.pivot(index="time", columns="symbol")
-        syms = tuple(symbols) if symbols is not None else tuple(sorted(frame["symbol"].unique()))
-        times = pd.DatetimeIndex(wide.index)
-        if times.tz is None:
-            raise DataError("bar times are timezone-naive; give them in UTC (e.g. 2025-01-02T14:35:00Z)")
-        arrays = [wide[f].reindex(columns=list(syms)).to_numpy(dtype=np.float64) for f in BAR_FIELDS]
-        return cls(times.tz_convert("UTC"), syms, *arrays)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Typed, validated configuration loaded from ``config/live_trading.yaml``.
 
 The YAML is parsed into frozen dataclasses. Every key is required (the shipped
-YAML holds every default of PIPELINE.md), unknown keys are refused, types are
-checked, and ranges are enforced by field metadata, so a typo can never be
-silently ignored. Every problem is a :class:`ConfigError` naming the key path
-(``sizing.max_weight``), the value and what is allowed.
+YAML holds every default; docs/pipeline.md lists them stage by stage), unknown
+keys are refused, types are checked, and ranges are enforced by field metadata,
+so a typo can never be silently ignored. Every problem is a :class:`ConfigError`
+naming the key path (``sizing.max_weight``), the value and what is allowed.
 
 Where the config comes from, first match wins: an explicit path (``--config``),
 the ``FOXLIVE_CONFIG`` environment variable, ``config/live_trading.yaml`` of the

@@ -1,4 +1,4 @@
-"""One cycle's decision for the whole universe: the stages of PIPELINE.md composed.
+"""One cycle's decision for the whole universe: the stages of docs/pipeline.md composed.
 
 :func:`decide` is pure: it takes the cycle's inputs (features already turned
 into raw predictions), the book's buffers and portfolio, and returns every
@@ -262,7 +262,7 @@ def decide(
     halted: bool,
     quote_max_age_s: float,
 ) -> Decision:
-    """Run stages 1-10 of PIPELINE.md for the whole universe (see the module doc)."""
+    """Run stages 1-10 of docs/pipeline.md for the whole universe (see the module doc)."""
     N = len(inputs.symbols)
     bars = models.horizon_bars
     H = len(bars)
@@ -350,7 +350,7 @@ def decide(
     best = arb.best
     alpha_best = select_horizon(alpha, best)
     sigma_best_bps = select_horizon(sigma_h, best) * 1e4
-    # The alpha exit: the chosen horizon's sign (PIPELINE's rule), or the held horizon's edge net of the exit's cost.
+    # The alpha exit (docs/pipeline.md, holding and exit rules): the chosen horizon's sign, or the held one's net edge.
     if horizon_edge:
         exit_alpha = np.where(held_h >= 0, select_horizon(alpha, held_h), alpha_best)
         exit_margin = np.where(held_h >= 0, select_horizon(cost, held_h), 0.0)

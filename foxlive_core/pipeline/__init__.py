@@ -1,1 +1,1 @@
-"""The decision pipeline's stages: pure, vectorised functions over the whole universe (see PIPELINE.md)."""
+"""The decision pipeline's stages: pure, vectorised functions over the whole universe (see docs/pipeline.md)."""

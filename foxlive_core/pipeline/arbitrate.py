@@ -90,7 +90,7 @@ def arbitrate(
     horizon_bars : ndarray, shape (H,)
         Bars in each horizon, all >= 1. Scores are divided by
         ``sqrt(bars_h / min(bars))``: with 5-minute bars and a 5-minute
-        shortest horizon this is PIPELINE.md's ``sqrt(h / 5)``.
+        shortest horizon this is ``sqrt(h / 5)`` (docs/pipeline.md, stage 7b).
     spread_bps : ndarray, shape (N,)
         Quoted spread, bps; a NaN spread gives a NaN threshold, which never passes.
     threshold_base, threshold_spread_mult : float

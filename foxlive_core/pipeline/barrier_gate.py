@@ -7,7 +7,7 @@ horizon, p_valley that it touches -barrier first. For a long,
 
 and for a short the roles of p_peak and p_valley swap. The gate scales the
 size of a new position; entries are blocked and existing positions exited on
-the thresholds of PIPELINE.md, stage 8.
+the thresholds of docs/pipeline.md, stage 8.
 
 Shapes: N symbols. Probabilities outside [0, 1] are clipped into it.
 """
@@ -98,9 +98,10 @@ def barrier_gate(
 
     exit_margin_bps : float or ndarray, shape (N,)
         A long is exited on alpha only when alpha < -margin, a short when
-        alpha > margin (0: PIPELINE's sign rule; the engine passes the cost of
-        the exit, so a position is kept while closing it would cost more than
-        the loss its alpha expects).
+        alpha > margin (0: the ``alpha_sign`` rule; under ``horizon_edge`` the
+        engine passes the cost of the exit, so a position is kept while closing
+        it would cost more than the loss its alpha expects; docs/pipeline.md,
+        holding and exit rules).
 
     Returns
     -------

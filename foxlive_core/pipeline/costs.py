@@ -1,6 +1,6 @@
 """Stage 7a: the cost of trading each horizon, in basis points of the horizon's return.
 
-cost_h = k1 * spread_bps + k2 * sigma_h * 1e4 + k3 * impact_h   (PIPELINE.md, stage 7)
+cost_h = k1 * spread_bps + k2 * sigma_h * 1e4 + k3 * impact_h + execution_bps   (docs/pipeline.md, stage 7a)
 
 The impact term needs the size of the order before the sizer has run. We take
 the order the sizer *would* place if horizon h were the one chosen (same z,
@@ -94,8 +94,8 @@ def trading_cost_bps(
 
     ``cost = k1 * spread_bps + k2 * sigma_h * 1e4 + k3 * impact + execution_bps``,
     the last term being what the broker charges per trade on top of the quote
-    (fee plus slippage; PIPELINE.md's formula leaves it out, which makes every
-    trade look cheaper than it is). A term whose
+    (fee plus slippage; the reference design's formula leaves it out, which makes
+    every trade look cheaper than it is; docs/pipeline.md, stage 7a). A term whose
     coefficient is 0 is left out, so a disabled term with an infinite or NaN
     input (e.g. unknown ADV with ``k3 = 0``) does not turn the cost into NaN.
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import tomllib
+import warnings
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pandas as pd
 import pytest
+import yaml
 
 from foxlive_dagster.partitions import session_cycle_times, session_key, session_partitions
 from tests.dagster.conftest import CYCLE_ASSETS
 
+ROOT = Path(__file__).resolve().parents[2]
 ET = ZoneInfo("America/New_York")
 
 
@@ -144,3 +149,27 @@ def test_fx_session_partitions_are_the_fx_week_through_a_daylight_saving_change(
         ticks.append(pd.Timestamp(t).tz_convert("UTC"))
     bars = session_cycle_times(cfg, "2025-10-27", "2025-11-07")
     assert len(bars) == 10 * 288 and pd.DatetimeIndex(ticks).equals(bars)
+
+
+def test_the_code_location_is_named_foxlive_however_it_is_started():
+    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
+    assert workspace["load_from"] == [{"python_module": {"module_name": "foxlive_dagster.definitions",
+                                                         "location_name": "foxlive"}}]
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+    assert tool["dagster"] == {"module_name": "foxlive_dagster.definitions", "code_location_name": "foxlive"}
+    assert tool["dg"]["project"]["code_location_name"] == "foxlive"
+    assert tool["dg"]["project"]["code_location_target_module"] == "foxlive_dagster.definitions"
+
+
+def test_building_the_definitions_warns_at_most_once_per_warning(env):
+    from foxlive_dagster.definitions import build_definitions, warn_beta_once
+
+    warn_beta_once.cache_clear()  # as in a fresh process (the env fixture has built definitions already)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            build_definitions(str(env.config_path), str(env.home))
+    texts = [str(w.message) for w in caught]
+    assert len(texts) == len(set(texts)), texts
+    # Said once, not silenced: single-run replays rely on a beta parameter.
+    assert sum("BackfillPolicy" in t for t in texts) == 1

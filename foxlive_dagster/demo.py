@@ -1,10 +1,11 @@
 """`foxlive demo` as Dagster materialisations in a local DAGSTER_HOME.
 
 Trains and activates models (training_job), replays a month of simulated
-cycles on the ``demo`` book as one single-run range of the cycle partitions
+sessions on the ``demo`` book as one run over that range of session partitions
 (trading_cycle_job: market_bars -> features -> predictions -> trading_cycle ->
-portfolio_snapshot -> risk_report), then prints the results and how to open
-the UI, where the lineage of every step is visible.
+portfolio_snapshot -> risk_report; one engine replay, one materialisation of
+each asset per session), then prints the results and how to open the UI, where
+the lineage of every step and the range's orders and top trades are visible.
 """
 
 import os
@@ -16,7 +17,7 @@ import pandas as pd
 
 from foxlive_core.config import DEFAULT_CONFIG_PATH, FoxliveConfig
 from foxlive_core.runtime import demo_window, make_market
-from foxlive_dagster.partitions import partition_key_for_bar
+from foxlive_dagster.partitions import session_key
 
 DAGSTER_YAML_TEMPLATE = DEFAULT_CONFIG_PATH.parent / "dagster" / "dagster.yaml"
 DEMO_BOOK = "demo"
@@ -65,9 +66,9 @@ def run_demo(cfg: FoxliveConfig, args) -> int:
     run_id = training.output_for_node("active_models")["run_id"]
     print(f"   active model run {run_id}")
 
-    first_key, last_key = partition_key_for_bar(cfg, start), partition_key_for_bar(cfg, end)
+    first_key, last_key = session_key(cfg, start), session_key(cfg, end)
     print(f"2/3 trading_cycle_job: replay of {args.sessions} sessions on book {DEMO_BOOK!r}, partitions "
-          f"{first_key} .. {last_key}, one run ...", flush=True)
+          f"{first_key} .. {last_key}, one run (one engine replay) ...", flush=True)
     defs.resolve_job_def("trading_cycle_job").execute_in_process(
         instance=instance,
         run_config={**QUIET, "ops": {"trading_cycle": {"config": {"book": DEMO_BOOK, "fresh": True}}}},
@@ -86,7 +87,7 @@ def run_demo(cfg: FoxliveConfig, args) -> int:
     print(
         "\nOpen the UI on this instance and look at the lineage of these runs:\n"
         f"  DAGSTER_HOME={dagster_home} FOXLIVE_HOME={cfg.home} dg dev\n"
-        "then Assets -> trading_cycle (metadata: trades, orders, top decisions explained).\n"
+        "then Assets -> trading_cycle (metadata: the range's orders and fills, sessions, top trades explained).\n"
         f"Explain one decision here: foxlive explain {cfg.symbols[0]} --book {DEMO_BOOK}"
     )
     return 0

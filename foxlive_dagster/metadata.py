@@ -22,12 +22,12 @@ def table(frame: pd.DataFrame, max_rows: int = 100) -> dg.TableMetadataValue:
         for c, v in zip(frame.columns, row):
             if v is None:
                 values[str(c)] = None
+            elif isinstance(v, (bool, np.bool_)):  # before int: bool is an int
+                values[str(c)] = bool(v)
             elif isinstance(v, (float, np.floating)):
                 values[str(c)] = None if not np.isfinite(v) else round(float(v), 6)
-            elif isinstance(v, (np.integer,)):
+            elif isinstance(v, (int, np.integer)):  # itertuples gives Python ints
                 values[str(c)] = int(v)
-            elif isinstance(v, (bool, np.bool_)):
-                values[str(c)] = bool(v)
             else:
                 values[str(c)] = str(v)
         records.append(dg.TableRecord(values))

@@ -1,10 +1,24 @@
-"""Cycle partitions: one time window per bar, on the exchange's session cron.
+"""Session partitions: one partition per exchange session, for the cycle assets and the end-of-day report.
 
-A partition's window [start, end) is one bar; its cycle runs at the bar's close,
-``end``. The cron runs in the exchange's time zone over the regular session's
-hours on weekdays; window starts outside real bars (before the open, after an
-early close, holidays) are excluded, so the partition set is exactly the
-calendar's bars.
+Why sessions, and why a time-window definition:
+
+- **A fast UI.** Two years of history are about 500 partitions. One partition per 5-minute bar made
+  37,000 of them, and the Materialize dialog, the partition view and the asset event pages took 20 to
+  50 s to open.
+- **Every bar schedulable.** A live cycle materialises the partition of its bar's session, and the
+  session in progress is a valid key from its first minute (``end_offset=1``), so the bar at the close
+  is as schedulable as any other. (A bar's own window ended at the next session's open, so the
+  close's partition was not yet valid when it closed.)
+- **Time windows, not static or dynamic keys.** The set grows by itself as sessions pass, without a
+  reload of the code location or a sensor adding keys, and the UI selects ranges by date.
+- **Keys are session dates** (``YYYY-MM-DD``, the exchange's calendar date of the session). A
+  partition's cycles are its session's bar closes (UTC) from the exchange calendar, never read from the
+  window's clock times, so half days, sessions that open the evening before and daily bars
+  (``bar_interval: 1d``, one cycle per session at its close) all map exactly.
+
+The windows tick at midnight (exchange time) on the weekdays that hold sessions. Weekdays that are not
+sessions (holidays) are excluded as far ahead as the exchange calendar knows them, so the keys are
+exactly the calendar's sessions.
 """
 
 from __future__ import annotations
@@ -15,100 +29,73 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from foxlive_core.calendar import TradingCalendar, calendar_for
+from foxlive_core.calendar import TradingCalendar, calendar_for, to_utc
 from foxlive_core.config import FoxliveConfig
 
-PARTITION_FMT = "%Y-%m-%d-%H:%M"
+SESSION_FMT = "%Y-%m-%d"
+# Holidays are excluded this far ahead of today (exchange calendars list about a year of them).
+LOOKAHEAD = pd.Timedelta(days=400)
 
 
-def _fx_exclusions(cal: TradingCalendar, start: pd.Timestamp, end: pd.Timestamp) -> list:
-    """Window starts that the 24/5 cron leaves in but that start no bar, as datetimes in the calendar's zone.
-
-    Those are the shut holidays (from 17:00 New York on their eve) and the Sunday mornings of daylight
-    saving changes: Dagster does not apply a cron exclusion to the second pass through a repeated hour.
-    """
-    tz, m = cal.tz, cal.interval_minutes
-    days = pd.date_range(start.tz_convert(tz).tz_localize(None).normalize(),
-                         end.tz_convert(tz).tz_localize(None).normalize(), freq="D")
-    shut = ((days.month == 12) & (days.day == 25)) | ((days.month == 1) & (days.day == 1))
-    eve = ((days.month == 12) & (days.day == 24)) | ((days.month == 12) & (days.day == 31))
-    midnight, noon = days.tz_localize(tz), (days + pd.Timedelta(hours=12)).tz_localize(tz)
-    dst_sunday = (days.day_of_week == 6) & np.array([a.utcoffset() != b.utcoffset() for a, b in zip(midnight, noon)])
-    excluded = []
-    for day in days[shut | eve | dst_sunday]:
-        lo, hi = pd.Timestamp(day, tz=tz), pd.Timestamp(day + pd.Timedelta(days=1), tz=tz)
-        starts = pd.date_range(lo.tz_convert("UTC"), hi.tz_convert("UTC"), freq=f"{m}min", inclusive="left")
-        bar_starts = cal.bar_times(starts[0] + pd.Timedelta(minutes=m), starts[-1] + pd.Timedelta(minutes=m))
-        excluded.extend(starts.difference(bar_starts - pd.Timedelta(minutes=m)).tz_convert(tz).to_pydatetime())
-    return excluded
+def cron_field(values) -> str:
+    """One cron field matching exactly ``values`` (ints): ``a``, ``a-b``, ``a-b/step`` or a comma list."""
+    v = sorted(set(int(x) for x in values))
+    if len(v) == 1:
+        return str(v[0])
+    steps = set(np.diff(v).tolist())
+    if len(steps) == 1 and len(v) > 2:
+        step = steps.pop()
+        return f"{v[0]}-{v[-1]}" + ("" if step == 1 else f"/{step}")
+    return ",".join(map(str, v))
 
 
-def _cron_and_exclusions(cal: TradingCalendar, start: pd.Timestamp, end: pd.Timestamp):
-    m = cal.interval_minutes
-    tz = cal.tz
-    if cal.code == "24/7":
-        return f"*/{m} * * * *", []
-    if cal.code == "24/5":
-        # in New York time: the FX week opens Sunday 17:00 and closes Friday 17:00
-        return f"*/{m} * * * 0-5", [f"*/{m} 0-16 * * 0", f"*/{m} 17-23 * * 5"] + _fx_exclusions(cal, start, end)
-    sessions = cal.sessions(start, end)
-    opens = sessions["open"].dt.tz_convert(tz)
-    closes = sessions["close"].dt.tz_convert(tz)
-    open_t = opens.dt.time.mode().iloc[0]
-    close_t = closes.dt.time.mode().iloc[0]
-    last_start = (pd.Timestamp.combine(pd.Timestamp("2000-01-03").date(), close_t) - pd.Timedelta(minutes=m)).time()
-    cron = f"*/{m} {open_t.hour}-{last_start.hour} * * 1-5"
-    exclusions: list = []
-    if open_t.minute:
-        exclusions.append(f"0-{open_t.minute - m}/{m} {open_t.hour} * * 1-5")
-    if last_start.minute + m < 60:
-        exclusions.append(f"{last_start.minute + m}-{60 - m}/{m} {last_start.hour} * * 1-5")
-    # Weekday window starts of the cron that are not bars: holidays and the rest of half days.
-    bar_starts = (cal.bar_times(start, end) - pd.Timedelta(minutes=m)).tz_convert(tz).tz_localize(None)
-    days = pd.date_range(start.tz_convert(tz).tz_localize(None).normalize(), end.tz_convert(tz).tz_localize(None).normalize(), freq="D")
-    weekdays = days[days.day_of_week < 5].to_numpy()
-    offsets = pd.timedelta_range(
-        pd.Timedelta(hours=open_t.hour, minutes=open_t.minute), pd.Timedelta(hours=last_start.hour, minutes=last_start.minute),
-        freq=f"{m}min",
-    ).to_numpy()
-    cron_starts = pd.DatetimeIndex((weekdays[:, None] + offsets[None, :]).ravel())
-    missing = cron_starts.difference(bar_starts)
-    exclusions.extend(missing.to_pydatetime().tolist())
-    return cron, exclusions
+def cron_weekday(days: pd.Index) -> np.ndarray:
+    """Cron's day-of-week numbers (Sunday 0) of pandas weekdays (Monday 0)."""
+    return (np.asarray(days) + 1) % 7
+
+
+def _sessions_ahead(cal: TradingCalendar, start: pd.Timestamp) -> pd.DatetimeIndex:
+    """Session dates from ``start`` as far ahead as the calendar knows (about a year past today)."""
+    end = pd.Timestamp.now(tz="UTC") + LOOKAHEAD
+    sessions = cal.sessions(start, end).index
+    # sessions() also returns the session closing at ``start`` (round-the-clock calendars close at midnight).
+    return sessions[sessions >= start.tz_convert(cal.tz).tz_localize(None).normalize()]
 
 
 @functools.lru_cache(maxsize=8)
-def _cycle_partitions(code: str, interval: int, start: str, tz: str) -> dg.TimeWindowPartitionsDefinition:
-    cal = TradingCalendar(code, interval)
-    first = pd.Timestamp(start, tz=tz)
-    # Exclusions are listed up to a month ahead: the partition set only reaches the present.
-    end = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=31)
-    cron, exclusions = _cron_and_exclusions(cal, first.tz_convert("UTC"), end)
-    first_bar = cal.bar_times(first.tz_convert("UTC"), first.tz_convert("UTC") + pd.Timedelta(days=10))[0]
-    start_key = (first_bar - pd.Timedelta(minutes=interval)).tz_convert(tz).strftime(PARTITION_FMT)
+def _session_partitions(code: str, start: str) -> dg.TimeWindowPartitionsDefinition:
+    cal = TradingCalendar(code, None)
+    first = pd.Timestamp(start).tz_localize(cal.tz).tz_convert("UTC")
+    sessions = _sessions_ahead(cal, first)
+    weekdays = sorted(set(sessions.day_of_week))
+    every_day = pd.date_range(sessions[0], sessions[-1], freq="D")
+    not_sessions = every_day[every_day.day_of_week.isin(weekdays)].difference(sessions)
     return dg.TimeWindowPartitionsDefinition(
-        start=start_key, fmt=PARTITION_FMT, cron_schedule=cron, timezone=tz, exclusions=exclusions or None
+        start=sessions[0].strftime(SESSION_FMT), fmt=SESSION_FMT, timezone=cal.tz,
+        cron_schedule=f"0 0 * * {cron_field(cron_weekday(weekdays))}",
+        end_offset=1,  # the session in progress is a valid partition: its bars are scheduled while it runs
+        exclusions=[d.to_pydatetime() for d in not_sessions] or None,
     )
 
 
-def cycle_partitions(cfg: FoxliveConfig) -> dg.TimeWindowPartitionsDefinition:
-    """The cycle partitions of ``cfg``'s calendar and bar interval (intraday bars)."""
+def session_partitions(cfg: FoxliveConfig) -> dg.TimeWindowPartitionsDefinition:
+    """The session partitions of ``cfg``'s calendar from ``engine.partitions_start``."""
+    return _session_partitions(cfg.market.calendar, cfg.engine.partitions_start)
+
+
+def session_key(cfg: FoxliveConfig, bar_close) -> str:
+    """The partition key of the session that the bar closing at ``bar_close`` belongs to."""
+    return calendar_for(cfg.market).session_date(to_utc(bar_close)).strftime(SESSION_FMT)
+
+
+def session_cycle_times(cfg: FoxliveConfig, first_key: str, last_key: str) -> pd.DatetimeIndex:
+    """Bar close times (UTC) of every session from partition ``first_key`` through ``last_key``."""
     cal = calendar_for(cfg.market)
-    if cal.interval_minutes is None:
-        raise ValueError("cycle partitions need an intraday bar interval; daily bars use one partition per session")
-    return _cycle_partitions(cal.code, cal.interval_minutes, cfg.engine.partitions_start, cal.tz)
-
-
-def cycle_times_for_window(cfg: FoxliveConfig, window: dg.TimeWindow) -> pd.DatetimeIndex:
-    """The bar close times (UTC) a partition window or range covers: window ends of its bars."""
-    cal = calendar_for(cfg.market)
-    start = pd.Timestamp(window.start).tz_convert("UTC") + pd.Timedelta(minutes=cal.interval_minutes)
-    end = pd.Timestamp(window.end).tz_convert("UTC")
-    return cal.bar_times(start, end)
-
-
-def partition_key_for_bar(cfg: FoxliveConfig, bar_close) -> str:
-    """The partition whose window ends at ``bar_close``."""
-    cal = calendar_for(cfg.market)
-    start = pd.Timestamp(bar_close).tz_convert(cal.tz) - pd.Timedelta(minutes=cal.interval_minutes)
-    return start.strftime(PARTITION_FMT)
+    first, last = pd.Timestamp(first_key), pd.Timestamp(last_key)
+    # A window around the session dates in UTC that surely holds their opens and closes.
+    sessions = cal.sessions(first.tz_localize("UTC") - pd.Timedelta(days=1), last.tz_localize("UTC") + pd.Timedelta(days=2))
+    sessions = sessions[(sessions.index >= first) & (sessions.index <= last)]
+    if sessions.empty:
+        return pd.DatetimeIndex([], tz="UTC")
+    # A bar closing at a session's open is the previous session's last (round-the-clock calendars).
+    return cal.bar_times(sessions["open"].iloc[0] + pd.Timedelta(1, "ns"), sessions["close"].iloc[-1])

@@ -1,8 +1,10 @@
 """Sensors that trip the kill switch: risk limits, failed cycles, stale market data.
 
 Tripping means: persist the halt with its reason in the state store, cancel the
-book's queued and in-progress trading runs, and request a ``halt_book`` run
-whose materialisation of ``risk/kill_switch`` records the event. A halt the
+book's queued and in-progress runs however they were launched (see
+foxlive_dagster.kill_switch; a run whose cycle is committed finishes its
+reports), and request a ``halt_book`` run whose materialisation of
+``risk/kill_switch`` records the event. A halt the
 engine set itself (a breach found inside a cycle) is mirrored the same way.
 Nothing here clears a halt: only the ``resume_book`` job does.
 """
@@ -14,8 +16,7 @@ import dagster as dg
 import pandas as pd
 
 from foxlive_core.calendar import calendar_for
-from foxlive_dagster.jobs import trading_cycle_job
-from foxlive_dagster.kill_switch import BOOK_TAG, cancel_trading_runs, halt_book, halt_run_request
+from foxlive_dagster.kill_switch import BOOK_TAG, cancel_book_runs, halt_book, halt_run_request, run_binding
 from foxlive_dagster.resources import FoxliveConfigResource, MarketDataResource, StateStoreResource
 
 
@@ -31,7 +32,7 @@ def _last_event_time(store, book: str, kind: str) -> str | None:
     return str(events["time"].iloc[-1]) if len(events) else None
 
 
-def trip(context, store, book: str, reason: str, actor: str) -> tuple[str, list[str], str]:
+def trip(context, cfg, store, book: str, reason: str, actor: str) -> tuple[str, list[str], str]:
     """Halt ``book`` (idempotent), cancel its trading runs; returns (the halt's reason, cancelled runs, halt id).
 
     The halt id (when the halt was recorded) keys the recording ``halt_book`` run, so every halt is recorded
@@ -39,7 +40,7 @@ def trip(context, store, book: str, reason: str, actor: str) -> tuple[str, list[
     """
     store.halt(book, reason, actor)
     halted_reason = store.halt_status(book)[1]
-    cancelled = cancel_trading_runs(context.instance, book, halted_reason)
+    cancelled = cancel_book_runs(context.instance, cfg, store, book, halted_reason)
     context.log.info(f"kill switch tripped for {book}: {halted_reason}; cancelled {len(cancelled)} run(s)")
     return halted_reason, cancelled, _last_event_time(store, book, "halt") or halted_reason
 
@@ -75,13 +76,16 @@ def risk_sensor(context: dg.SensorEvaluationContext, foxlive: FoxliveConfigResou
         if breach and resumed is not None and pd.Timestamp(last["committed_at"]) <= pd.Timestamp(resumed):
             # An operator resumed the book after this cycle: its breach was reviewed. The next cycle is
             # judged afresh (and the engine halts the book itself if the loss persists).
-            breach = ""
+            cursor.pop(book, None)
+            return dg.SensorResult(
+                skip_reason=f"book {book!r}: {breach} at its last cycle {last['cycle_time']}, reviewed by the resume "
+                f"at {resumed}; the next cycle is judged afresh", cursor=json.dumps(cursor))
     if not halted and not breach:
         cursor.pop(book, None)
         return dg.SensorResult(skip_reason=f"book {book!r} within limits", cursor=json.dumps(cursor))
     # A breach the sensor found, or a halt set elsewhere (the engine, `foxlive halt`) that it mirrors.
     actor = "risk_sensor" if not halted else store.load(book).halted_by or "engine"
-    halted_reason, cancelled, halt_id = trip(context, store, book, breach or reason, actor)
+    halted_reason, cancelled, halt_id = trip(context, cfg, store, book, breach or reason, actor)
     cursor[book] = halt_id
     return dg.SensorResult(
         run_requests=[halt_run_request(book, halted_reason, actor, run_key=f"halt:{book}:{halt_id}")],
@@ -92,39 +96,48 @@ def risk_sensor(context: dg.SensorEvaluationContext, foxlive: FoxliveConfigResou
 def build_failure_sensor():
     @dg.run_failure_sensor(
         name="cycle_failure_sensor",
-        monitored_jobs=[trading_cycle_job],
         request_job=halt_book,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Trips the kill switch after engine.max_consecutive_failures failed trading cycles in a row.",
+        description="Trips the kill switch after engine.max_consecutive_failures failed cycles of the live book in "
+        "a row, whatever job ran them (trading_cycle_job, a UI materialisation, a backfill).",
     )
     def cycle_failure_sensor(context: dg.RunFailureSensorContext, foxlive: FoxliveConfigResource,
                              state: StateStoreResource):
         cfg = foxlive.get()
-        book = context.dagster_run.tags.get(BOOK_TAG)
-        if book != cfg.book:
-            return dg.SkipReason(f"failed run {context.dagster_run.run_id} is not a live cycle of {cfg.book!r}")
+        failed = context.dagster_run
+        binding = run_binding(context.instance, failed, cfg)
+        if binding is None or binding.book != cfg.book:
+            return dg.SkipReason(f"failed run {failed.run_id} is not a live cycle of {cfg.book!r}")
+        book = binding.book
         store = state.get()
+        halted, halt_reason = store.halt_status(book)
+        if halted:
+            return dg.SkipReason(f"book {book!r} is already halted ({halt_reason}); failed run {failed.run_id} "
+                                 "is not counted")
         # Failures before an operator's resume were reviewed by that operator: count only the runs after it.
+        # Every run that reached a step trading the book carries its book tag (kill_switch.bind_run).
         resumed = _last_event_time(store, book, "resume")
+        limit = cfg.engine.max_consecutive_failures
         records = context.instance.get_run_records(
-            filters=dg.RunsFilter(job_name=trading_cycle_job.name, tags={BOOK_TAG: book},
+            filters=dg.RunsFilter(tags={BOOK_TAG: book},
                                   statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
                                   created_after=pd.Timestamp(resumed).to_pydatetime() if resumed else None),
-            limit=cfg.engine.max_consecutive_failures,
+            limit=limit + 1,
         )
-        failures = 0
+        failures = 1
         for record in records:
+            if record.dagster_run.run_id == failed.run_id:
+                continue
             if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
                 break
             failures += 1
-        if failures < cfg.engine.max_consecutive_failures:
-            return dg.SkipReason(f"{failures} consecutive failed cycle(s) of {book!r}; the limit is "
-                                 f"{cfg.engine.max_consecutive_failures}")
-        reason = f"run_failures: {failures} consecutive trading cycles failed (last {context.dagster_run.run_id})"
+        if failures < limit:
+            return dg.SkipReason(f"{failures} consecutive failed cycle(s) of {book!r}; the limit is {limit}")
+        reason = f"run_failures: {failures} consecutive trading cycles failed (last {failed.run_id})"
         # Cycles failing before the book's first commit must still halt it: create the book as a cycle would.
         store.create_book(book, cfg.broker.starting_cash)
-        halted_reason, _, _ = trip(context, store, book, reason, "cycle_failure_sensor")
-        return halt_run_request(book, halted_reason, "cycle_failure_sensor", run_key=f"halt:{book}:{context.dagster_run.run_id}")
+        halted_reason, _, _ = trip(context, cfg, store, book, reason, "cycle_failure_sensor")
+        return halt_run_request(book, halted_reason, "cycle_failure_sensor", run_key=f"halt:{book}:{failed.run_id}")
 
     return cycle_failure_sensor
 
@@ -156,6 +169,6 @@ def stale_data_sensor(context: dg.SensorEvaluationContext, foxlive: FoxliveConfi
     if lag_bars <= cfg.engine.stale_data_bars:
         return dg.SkipReason(f"market data is current (newest bar {newest}, {lag_bars} bar(s) behind)")
     reason = f"stale_data: newest bar {newest} is {lag_bars} bars behind {expected} (limit {cfg.engine.stale_data_bars})"
-    halted_reason, _, _ = trip(context, store, book, reason, "stale_data_sensor")
+    halted_reason, _, _ = trip(context, cfg, store, book, reason, "stale_data_sensor")
     return dg.SensorResult(run_requests=[halt_run_request(book, halted_reason, "stale_data_sensor",
                                                           run_key=f"halt:{book}:{expected}")])

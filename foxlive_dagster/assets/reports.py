@@ -8,21 +8,8 @@ from foxlive_core.calendar import calendar_for
 from foxlive_core.config import FoxliveConfig
 from foxlive_core.reports import load_report
 from foxlive_dagster.metadata import report_metadata, table
+from foxlive_dagster.partitions import session_partitions
 from foxlive_dagster.resources import FoxliveConfigResource, StateStoreResource
-
-
-def session_partitions(cfg: FoxliveConfig) -> dg.TimeWindowPartitionsDefinition:
-    """One partition per weekday session in the exchange's zone, holidays excluded."""
-    cal = calendar_for(cfg.market)
-    start = pd.Timestamp(cfg.engine.partitions_start)
-    end = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=31)
-    sessions = cal.sessions(start.tz_localize("UTC"), end).index
-    weekdays = pd.date_range(start, end.tz_localize(None).normalize(), freq="B")
-    holidays = weekdays.difference(sessions)
-    return dg.TimeWindowPartitionsDefinition(
-        start=start.strftime("%Y-%m-%d"), fmt="%Y-%m-%d", cron_schedule="0 0 * * 1-5", timezone=cal.tz,
-        exclusions=[d.to_pydatetime() for d in holidays] or None,
-    )
 
 
 def build_report_assets(cfg: FoxliveConfig) -> list:

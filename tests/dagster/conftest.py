@@ -20,9 +20,15 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 CYCLE_ASSETS = ["market_bars", "features", "predictions", "trading_cycle", "portfolio_snapshot", "risk_report"]
-# Partition keys are the bar's window start in exchange time; the cycle runs at the window end (the bar close).
-P1 = "2025-05-01-09:30"  # cycle at 2025-05-01 09:35 ET = 13:35 UTC, the first bar after the training end
-P2 = "2025-05-01-09:35"
+# Partition keys are session dates; a live cycle trades one bar close (UTC) of its partition's session.
+S1 = "2025-05-01"  # the first session after the training end
+B1 = "2025-05-01T13:35:00+00:00"  # its first bar close, 09:35 ET
+B2 = "2025-05-01T13:40:00+00:00"
+
+
+def bar_config(bar: str) -> dict:
+    """Run config of a live cycle at ``bar``."""
+    return {"ops": {"market_bars": {"config": {"bar_close": bar}}}}
 
 
 @dataclass
@@ -48,6 +54,13 @@ class Env:
     def materialize_cycle(self, instance, partition_key: str | None = None, **kwargs):
         return dg.materialize(self.assets(), partition_key=partition_key, resources=self.resources, instance=instance,
                               **kwargs)
+
+    def live_cycle(self, instance, bar: str, run_config: dict | None = None, **kwargs):
+        """The live cycle at bar close ``bar``: a run of its session's partition, as the schedule launches it."""
+        from foxlive_dagster.partitions import session_key
+
+        return self.materialize_cycle(instance, session_key(self.cfg, bar),
+                                      run_config=_deep_merge(bar_config(bar), run_config or {}), **kwargs)
 
     def job(self, name: str):
         return self.defs.resolve_job_def(name)

@@ -1,4 +1,5 @@
-"""The per-cycle assets: a live cycle per partition, their values, metadata and checks; a range is a replay."""
+"""The per-cycle assets: a live cycle per bar of a session partition, their values, metadata and checks;
+a range of sessions is one replay."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from foxlive_core.models.store import ModelStore
 from foxlive_core.runtime import make_market
 from foxlive_core.state import StateStore
 from foxlive_dagster.io_managers import load_arrays
-from tests.dagster.conftest import CYCLE_ASSETS, P1, P2, metadata_values, step_failure
+from foxlive_dagster.assets import cycle as cycle_module
+from tests.dagster.conftest import B1, B2, CYCLE_ASSETS, S1, bar_config, metadata_values, step_failure
 
-RANGE = ("2025-05-01-09:30", "2025-05-02-09:40")  # 78 + 3 cycles across a session boundary
+RANGE = ("2025-05-01", "2025-05-02")  # two sessions: 78 + 78 cycles
 RANGE_TAGS = {
     "dagster/asset_partition_range_start": RANGE[0],
     "dagster/asset_partition_range_end": RANGE[1],
@@ -31,9 +33,9 @@ def _checks(result) -> dict:
     return {ev.check_name: ev for ev in result.get_asset_check_evaluations()}
 
 
-def test_one_partition_is_one_live_cycle(module_env, module_instance):
+def test_one_bar_of_a_session_partition_is_one_live_cycle(module_env, module_instance):
     env = module_env
-    result = env.materialize_cycle(module_instance, P1)
+    result = env.live_cycle(module_instance, B1)
     assert result.success
     mats = _by_key(result)
     assert set(mats) == set(CYCLE_ASSETS)
@@ -57,7 +59,11 @@ def test_one_partition_is_one_live_cycle(module_env, module_instance):
     assert [c.name for c in orders.schema.columns][:3] == ["client_order_id", "symbol", "side"]
     assert len(orders.records) == cycle["orders"]
     assert cycle["portfolio_value"] == pytest.approx(env.cfg.broker.starting_cash, rel=0.01)
+    assert cycle["session"] == S1
     assert "```" in cycle["top_decisions_explained"]
+    # The run is bound to its book and bar (the kill switch finds it by these, however it was launched).
+    run = module_instance.get_run_by_id(result.run_id)
+    assert run.tags["foxlive/book"] == env.cfg.book and run.tags["foxlive/bar_close"] == B1
 
     snap = metadata_values(mats["portfolio_snapshot"])
     assert snap["book"] == env.cfg.book and snap["portfolio_value"] == pytest.approx(cycle["portfolio_value"])
@@ -73,14 +79,14 @@ def test_one_partition_is_one_live_cycle(module_env, module_instance):
         assert checks[name].passed, name
 
     # The stored values (npz, no pickle) are what the downstream assets read.
-    stored = load_arrays(env.home / "dagster_values" / "trading_cycle" / f"{P1}__{P1}.npz".replace(":", ""))
+    stored = load_arrays(env.home / "dagster_values" / "trading_cycle" / f"{S1}__{S1}.npz")
     assert stored["book"] == env.cfg.book and stored["mode"] == "live"
     np.testing.assert_allclose(stored["portfolio_value"], [cycle["portfolio_value"]])
 
 
-def test_the_next_partition_continues_the_live_book(module_env, module_instance):
+def test_the_next_bar_continues_the_live_book_in_the_same_partition(module_env, module_instance):
     env = module_env
-    result = env.materialize_cycle(module_instance, P2)
+    result = env.live_cycle(module_instance, B2)
     assert result.success
     cycle = metadata_values(_by_key(result)["trading_cycle"])
     assert cycle["mode"] == "live" and cycle["last_cycle"] == str(pd.Timestamp("2025-05-01T13:40Z"))
@@ -93,9 +99,9 @@ def test_the_next_partition_continues_the_live_book(module_env, module_instance)
     assert store.load(env.cfg.book).cycle_count == 2
 
 
-def test_a_partition_already_run_is_refused(module_env, module_instance):
+def test_a_bar_already_run_is_refused(module_env, module_instance):
     env = module_env
-    result = env.materialize_cycle(module_instance, P2, raise_on_error=False)
+    result = env.live_cycle(module_instance, B2, raise_on_error=False)
     assert not result.success
     assert "already" in step_failure(result, "trading_cycle")
     assert len(env.store().cycles(env.cfg.book)) == 2
@@ -109,15 +115,18 @@ def test_a_backfill_range_is_one_replay_equal_to_engine_replay(module_env, modul
     mats = _by_key(result)
     cycle = metadata_values(mats["trading_cycle"])
     assert cycle["book"] == env.cfg.replay_book and cycle["mode"] == "replay"
-    assert cycle["cycles"] == 81
+    assert cycle["cycles"] == 156 and cycle["sessions"] == 2 and cycle["range"] == "2025-05-01 .. 2025-05-02"
     assert cycle["orders"] > 0
+    # One materialisation of each asset per session of the range, not one per bar.
+    assert [ev.materialization.partition for ev in result.get_asset_materialization_events()
+            if ev.materialization.asset_key.to_user_string() == "trading_cycle"] == list(RANGE)
 
     # The same range replayed by the engine on another book: number for number.
     cfg = env.cfg
     models = ModelStore(cfg.models_root).load_active(cfg)
     engine = TradingEngine(cfg, make_market(cfg), models, StateStore(cfg.state_path))
-    times = engine.cycle_times("2025-05-01T13:35Z", "2025-05-02T13:45Z")
-    assert len(times) == 81
+    times = engine.cycle_times("2025-05-01T13:35Z", "2025-05-02T20:00Z")
+    assert len(times) == 156
     engine.replay("engine_replay", times[0], times[-1], chunk_sessions=1)  # batched differently from the run
     store = env.store()
     cols = ["cycle_time", "portfolio_value", "cash", "gross_exposure", "net_exposure", "drawdown", "daily_return",
@@ -129,7 +138,24 @@ def test_a_backfill_range_is_one_replay_equal_to_engine_replay(module_env, modul
     db = store.decisions("engine_replay")
     pd.testing.assert_frame_equal(da, db, check_exact=True)
     assert metadata_values(mats["portfolio_snapshot"])["portfolio_value"] == pytest.approx(ref["portfolio_value"].iloc[-1])
-    assert metadata_values(mats["risk_report"])["cycles_in_book"] == 81
+    assert metadata_values(mats["risk_report"])["cycles_in_book"] == 156
+
+    # The run's metadata holds the range: every order and fill, a row per session, the top trades explained.
+    orders = mats["trading_cycle"].metadata["range_orders_and_fills"]
+    ref_orders = store.orders("engine_replay")
+    assert cycle["orders_in_range"] == len(orders.records) == len(ref_orders) == ref["n_orders"].sum()
+    assert [r.data["client_order_id"] for r in orders.records] == [
+        c.replace("engine_replay", cfg.replay_book) for c in ref_orders["client_order_id"]]
+    sessions = mats["trading_cycle"].metadata["range_sessions"].records
+    assert [r.data["session"] for r in sessions] == list(RANGE)
+    assert [r.data["cycles"] for r in sessions] == [78, 78]
+    assert sum(r.data["orders"] for r in sessions) == ref["n_orders"].sum()
+    assert sessions[-1].data["end_value"] == pytest.approx(ref["portfolio_value"].iloc[-1])
+    top = mats["trading_cycle"].metadata["range_top_trades_by_abs_alpha"].records
+    trades = db[db["decision"] == "TRADE"]
+    assert len(top) == min(5, len(trades))
+    assert abs(top[0].data["alpha_bps"]) == pytest.approx(trades["alpha_bps"].abs().max(), rel=1e-6)
+    assert cycle["range_top_trades_explained"].count("```") == 2 * len(top)
 
     # The live book is untouched.
     pd.testing.assert_frame_equal(store.cycles(cfg.book), live_before)
@@ -137,7 +163,7 @@ def test_a_backfill_range_is_one_replay_equal_to_engine_replay(module_env, modul
 
 def test_a_backfill_never_trades_the_live_book(module_env, module_instance):
     env = module_env
-    tags = {**RANGE_TAGS, "dagster/asset_partition_range_end": "2025-05-01-14:05"}
+    tags = {**RANGE_TAGS, "dagster/asset_partition_range_end": RANGE[0]}
     result = env.materialize_cycle(
         module_instance, tags=tags, raise_on_error=False,
         run_config={"ops": {"trading_cycle": {"config": {"book": env.cfg.book}}}},
@@ -172,9 +198,41 @@ def test_a_per_partition_backfill_run_is_refused(module_env, module_instance):
     env = module_env
     replay_before = env.store().cycles(env.cfg.replay_book)
     result = env.job("trading_cycle_job").execute_in_process(
-        partition_key="2025-05-02-09:45", instance=module_instance, raise_on_error=False,
+        partition_key="2025-05-02", instance=module_instance, raise_on_error=False,
         tags={"dagster/backfill": "job-backfill"},
     )
     assert not result.success
     assert "asset backfill" in step_failure(result, "trading_cycle")
     pd.testing.assert_frame_equal(env.store().cycles(env.cfg.replay_book), replay_before)
+
+
+def test_a_live_run_without_a_bar_trades_the_sessions_newest_closed_bar(env, instance, monkeypatch):
+    monkeypatch.setattr(cycle_module, "_now", lambda: pd.Timestamp("2025-05-01T15:02:30Z"))  # 11:02:30 ET
+    result = env.materialize_cycle(instance, S1)
+    assert result.success
+    assert list(env.store().cycles(env.cfg.book)["cycle_time"]) == [pd.Timestamp("2025-05-01T15:00Z")]
+    assert instance.get_run_by_id(result.run_id).tags["foxlive/bar_close"] == "2025-05-01T15:00:00+00:00"
+
+    monkeypatch.setattr(cycle_module, "_now", lambda: pd.Timestamp("2025-05-01T13:31Z"))  # before the first close
+    early = env.materialize_cycle(instance, S1, raise_on_error=False)
+    assert "no bar of session 2025-05-01 has closed yet" in step_failure(early, "market_bars")
+
+
+@pytest.mark.parametrize("bar, message", [
+    ("2025-05-02T13:35Z", "not a 5m bar close of session 2025-05-01"),   # the next session's bar
+    ("2025-05-01T13:37Z", "not a 5m bar close of session 2025-05-01"),   # between two closes
+    ("2025-05-01T13:35", "timezone-naive"),
+    ("2025-05-01T16:00Z", "has not closed yet"),                          # after the patched clock
+])
+def test_a_live_run_refuses_a_bar_its_session_does_not_close_by_now(env, instance, monkeypatch, bar, message):
+    monkeypatch.setattr(cycle_module, "_now", lambda: pd.Timestamp("2025-05-01T15:02Z"))
+    result = dg.materialize(env.assets(), partition_key=S1, resources=env.resources, instance=instance,
+                            run_config=bar_config(bar), raise_on_error=False)
+    assert message in step_failure(result, "market_bars")
+    assert not env.store().exists(env.cfg.book) or len(env.store().cycles(env.cfg.book)) == 0
+
+
+def test_a_backfill_takes_no_bar(env, instance):
+    result = env.materialize_cycle(instance, tags={**RANGE_TAGS, "dagster/asset_partition_range_end": RANGE[0]},
+                                   run_config=bar_config(B1), raise_on_error=False)
+    assert "a backfill replays every bar of its sessions" in step_failure(result, "market_bars")

@@ -13,11 +13,12 @@ import pytest
 import requests
 
 from foxlive_dagster.kill_switch import BOOK_TAG
-from tests.dagster.conftest import CYCLE_ASSETS, P1, make_env
+from tests.dagster.conftest import B1, CYCLE_ASSETS, S1, bar_config, make_env
 
 pytestmark = pytest.mark.slow
 
 WEBSERVER = Path(sys.executable).with_name("dagster-webserver")
+WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 
 DAGSTER_YAML = """\
 run_coordinator:          # no daemon in this test: launch submitted runs at once
@@ -73,10 +74,11 @@ def webserver(small_run, tmp_path):
     (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
     port = _free_port()
     log = (tmp_path / "webserver.log").open("w")
+    # PYTHONPATH: the server imports this checkout's code (not whichever one the venv's editable install names).
     proc_env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "FOXLIVE_CONFIG": str(env.config_path),
-                "FOXLIVE_HOME": str(env.home)}
+                "FOXLIVE_HOME": str(env.home), "PYTHONPATH": str(WORKSPACE.parent)}
     cmd = [str(WEBSERVER) if WEBSERVER.exists() else sys.executable, *([] if WEBSERVER.exists() else ["-m", "dagster_webserver"]),
-           "-h", "127.0.0.1", "-p", str(port), "-m", "foxlive_dagster.definitions"]
+           "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE)]
     proc = subprocess.Popen(cmd, env=proc_env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         _wait_for(f"http://127.0.0.1:{port}/server_info", proc, timeout=90)
@@ -98,6 +100,7 @@ def test_webserver_shows_the_location_and_runs_a_cycle(webserver):
     reply = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": OVERVIEW}, timeout=60).json()
     assert "errors" not in reply, reply
     (repo,) = reply["data"]["repositoriesOrError"]["nodes"]
+    assert repo["location"]["name"] == "foxlive"  # the name a GraphQL client uses, however the server started
     jobs = {j["name"] for j in repo["jobs"]}
     assert {"trading_cycle_job", "training_job", "end_of_day_job", "halt_book", "resume_book"} <= jobs
     schedules = {s["name"]: s for s in repo["schedules"]}
@@ -109,10 +112,11 @@ def test_webserver_shows_the_location_and_runs_a_cycle(webserver):
     for up, down in zip(CYCLE_ASSETS, CYCLE_ASSETS[1:]):
         assert up in deps[down]
     assert "active_models" in deps["predictions"] and "trained_models" in deps["active_models"]
-    assert "risk/kill_switch" in deps
+    assert deps["risk/kill_switch"] == {"risk_report"}
 
     client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
-    run_id = client.submit_job_execution("trading_cycle_job", tags={"dagster/partition": P1, BOOK_TAG: env.cfg.book})
+    run_id = client.submit_job_execution("trading_cycle_job", repository_location_name="foxlive",
+                                         run_config=bar_config(B1), tags={"dagster/partition": S1})
     deadline = time.monotonic() + 90
     status = None
     while time.monotonic() < deadline:
@@ -123,3 +127,9 @@ def test_webserver_shows_the_location_and_runs_a_cycle(webserver):
     assert status == "SUCCESS", f"run {run_id} ended {status}; webserver log:\n{log.read_text()[-4000:]}"
     cycles = env.store().cycles(env.cfg.book)
     assert len(cycles) == 1 and str(cycles["cycle_time"].iloc[0]) == "2025-05-01 13:35:00+00:00"
+    # Launched without the book tag, bound to it by its first step.
+    tags = {t["key"]: t["value"] for t in requests.post(
+        f"http://127.0.0.1:{port}/graphql", timeout=30,
+        json={"query": "query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }",
+              "variables": {"id": run_id}}).json()["data"]["runOrError"]["tags"]}
+    assert tags[BOOK_TAG] == env.cfg.book and tags["foxlive/bar_close"] == B1

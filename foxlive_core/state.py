@@ -14,8 +14,18 @@ the last one stopped, and a crash mid-cycle leaves the previous cycle's state
 intact. A replay commits a chunk of cycles per transaction: it stops, is
 interrupted or crashes only at a chunk boundary. Every symbol's decision and
 stage trace is kept in columnar form, one Parquet table per committed chunk
-(:mod:`foxlive_core.cycle_table`). stdlib ``sqlite3`` in WAL mode; the
-buffers are stored as ``.npy`` blobs.
+(:mod:`foxlive_core.cycle_table`). The buffers are stored as ``.npy`` blobs.
+
+Durability: stdlib ``sqlite3`` in WAL mode with ``synchronous=FULL``, so a
+committed cycle survives a power cut as well as a killed process. The schema
+is versioned (``PRAGMA user_version``); :data:`MIGRATIONS` are applied in
+order when a store is opened, all of them in one transaction, so a file is
+always at one version or the next, never half way:
+
+- v1, the schema before versioning. A file from before the columnar cycle
+  tables (commit 3c5219a) keeps its per-symbol ``decisions`` and last-cycle
+  ``last_traces`` tables, renamed ``decisions_v0`` and ``last_traces_v0``
+  (nothing reads them; they are there to be looked at or dropped by hand).
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from foxlive_core.cycle_table import decisions_frame, decisions_frame_columns, r
 from foxlive_core.errors import StateError
 from foxlive_core.sqlite import immediate_transaction, open_sqlite
 
-SCHEMA = """
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS book_state (
     book TEXT PRIMARY KEY,
     created_at TEXT NOT NULL,
@@ -98,6 +108,56 @@ CREATE TABLE IF NOT EXISTS book_locks (
     book TEXT PRIMARY KEY, owner TEXT NOT NULL, acquired_at TEXT NOT NULL, expires_at TEXT NOT NULL
 );
 """
+
+
+def _statements(script: str) -> list[str]:
+    """The ``;``-separated statements of ``script`` (``executescript`` would commit the open transaction)."""
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _v1_schema_before_versioning(conn: sqlite3.Connection) -> None:
+    """Today's tables; a pre-3c5219a file's ``decisions`` and ``last_traces`` are kept as ``*_v0``."""
+    tables = _tables(conn)
+    for old in ("decisions", "last_traces"):
+        if old in tables:
+            conn.execute(f"ALTER TABLE {old} RENAME TO {old}_v0")
+    for statement in _statements(SCHEMA_V1):
+        conn.execute(statement)
+
+
+# (version, what it changes, how), in order; a store is opened at the last version.
+MIGRATIONS = (
+    (1, "the schema before versioning; pre-3c5219a decisions and last_traces kept as *_v0", _v1_schema_before_versioning),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> int:
+    """Bring the file of ``conn`` to :data:`SCHEMA_VERSION` in one transaction; returns the version.
+
+    A file at a newer version than this code knows is refused: opening it
+    with an older foxlive could write rows its newer schema does not expect.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return version
+    with immediate_transaction(conn):
+        # read again under the write lock: another process may have migrated the file meanwhile
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"state store {path} has schema version {version}, newer than this foxlive's {SCHEMA_VERSION}; "
+                "upgrade foxlive to open it"
+            )
+        for target, _, step in MIGRATIONS:
+            if target > version:
+                step(conn)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return SCHEMA_VERSION
 
 
 def lock_owner(token: str) -> str:
@@ -198,12 +258,11 @@ class StateStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # NORMAL survives a killed process (the WAL is in the OS's hands); a power cut may lose the last
-        # cycle, which then runs again with the same client order ids, which the broker's FULL ledger knows.
-        # A cycle writes a few MB of buffers: checkpoint the WAL every ~40 MB instead of every 4 MB.
-        self._conn = open_sqlite(self.path, synchronous="NORMAL", wal_autocheckpoint_pages=10000)
         try:
-            self._conn.executescript(SCHEMA)
+            # FULL: a commit is on disk before it returns, so a power cut never loses a cycle whose orders
+            # went out. A cycle writes a few MB of buffers: checkpoint the WAL every ~40 MB, not every 4 MB.
+            self._conn = open_sqlite(self.path, synchronous="FULL", wal_autocheckpoint_pages=10000)
+            self.schema_version = migrate(self._conn, self.path)
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state store {self.path} is not a usable SQLite database ({exc}); move it aside and start a new book") from exc
 

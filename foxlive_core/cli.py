@@ -259,6 +259,14 @@ def cmd_status(cfg, args) -> int:
         print("  positions:")
         for s, (q, p) in sorted(st.positions.items()):
             print(f"    {s:<8} {q:+8d} @ {p:,.2f}")
+    problems = store.check_ledger(book)
+    entries = len(store.ledger(book))
+    if problems:
+        print(f"  ledger: {entries} entries; the stored book DIFFERS from their fold:")
+        for line in problems:
+            print(f"    {line}")
+    else:
+        print(f"  ledger: {entries} entries; cash and positions equal their fold")
     return 0
 
 

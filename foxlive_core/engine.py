@@ -39,6 +39,7 @@ from foxlive_core.features import FEATURE_NAMES, build_features, fill_missing_ba
 from foxlive_core.models.store import ModelSet
 from foxlive_core.pipeline.arbitrate import select_horizon
 from foxlive_core.pipeline.risk_checks import portfolio_risk
+from foxlive_core.portfolio import LedgerEntry, fill_entry
 from foxlive_core.state import BookState, CycleRecord, StateStore, lock_owner
 
 VOL_FEATURE = "vol_20b"
@@ -425,7 +426,7 @@ class TradingEngine:
             if q != 0
         ]
         results = broker.submit_orders(orders) if orders else []
-        decision = self._apply_fills(state, results, decision)
+        decision, booked = self._apply_fills(state, results, decision, t)
         t4 = _time.perf_counter()
         timings["execution_ms"] = (t4 - t3) * 1e3
 
@@ -447,50 +448,35 @@ class TradingEngine:
             halt_reason=state.halt_reason, model_run_id=self.info.run_id, horizons=self.info.horizons,
             families=self.info.families, timings_ms=timings,
         )
-        return result, self._record(result), events
+        return result, self._record(result, booked), events
 
     def _portfolio(self, state: BookState, inputs: CycleInputs) -> Portfolio:
-        qty = np.array([state.positions.get(s, (0, 0.0))[0] for s in self.symbols], dtype=np.float64)
-        avg = np.array([state.positions.get(s, (0, 0.0))[1] for s in self.symbols], dtype=np.float64)
-        mid = inputs.quotes.mid
-        last_close = inputs.close[-1]
-        mark = np.where(np.isfinite(mid) & (mid > 0), mid, np.where(np.isfinite(last_close), last_close, avg))
-        held_elsewhere = sum(q * p for s, (q, p) in state.positions.items() if s not in self._column)
-        value = state.cash + float(np.sum(qty * mark)) + held_elsewhere
-        return Portfolio(cash=state.cash, quantity=qty, mark=mark, value=value)
+        """The book's holdings over the universe, marked at the cycle's mids (else last closes)."""
+        return state.holdings.marked(self.symbols, inputs.quotes.mid, inputs.close[-1])
 
-    def _apply_fills(self, state: BookState, results: list[OrderResult], decision: Decision) -> Decision:
-        """Post fills to the book's ledger; returns the decision as executed.
+    def _apply_fills(self, state: BookState, results: list[OrderResult], decision: Decision,
+                     cycle_time: pd.Timestamp) -> tuple[Decision, list[LedgerEntry]]:
+        """Book the fills into the book's holdings; returns the decision as executed and the ledger entries.
 
         A rejected order turns its symbol into BLOCKED (``broker_<reason>``, no
         shares); a partial fill keeps the filled quantity (reason ``..._partial_fill``).
         """
         if not results:
-            return decision
+            return decision, []
         verdict, reason, shares = decision.decision.copy(), decision.reason.copy(), decision.shares.copy()
+        booked = []
         for r in results:
             i = self._column[r.symbol]
             if r.fill is None:
                 verdict[i], reason[i], shares[i] = BLOCKED, f"broker_{r.reject_reason}", 0
                 continue
-            f = r.fill
-            q_old, p_old = state.positions.get(f.symbol, (0, 0.0))
-            dq = f.signed_quantity
-            q_new = q_old + dq
-            if q_new == 0:
-                p_new = 0.0
-            elif q_old == 0 or np.sign(q_old) != np.sign(q_new):
-                p_new = f.price
-            elif abs(q_new) > abs(q_old):
-                p_new = (q_old * p_old + dq * f.price) / q_new
-            else:
-                p_new = p_old
-            state.positions[f.symbol] = (q_new, p_new)
-            state.cash -= dq * f.price + f.fee
+            entry = fill_entry(r.fill, cycle_time, "cycle")
+            state.holdings.apply(entry)
+            booked.append(entry)
             if r.filled_quantity != r.requested_quantity:
-                shares[i] = dq
+                shares[i] = entry.quantity
                 reason[i] = f"{reason[i]}_partial_fill"
-        return dataclasses.replace(decision, decision=verdict, reason=reason, shares=shares)
+        return dataclasses.replace(decision, decision=verdict, reason=reason, shares=shares), booked
 
     def _check_kill_switch(self, state: BookState, value: float, events: list, when: str) -> None:
         rk = self.cfg.risk
@@ -502,7 +488,7 @@ class TradingEngine:
             state.halted_by = "engine"
             events.append(("halt", "engine", state.halt_reason, {"when": when, "portfolio_value": value}))
 
-    def _record(self, r: CycleResult) -> CycleRecord:
+    def _record(self, r: CycleResult, booked: list[LedgerEntry]) -> CycleRecord:
         """The cycle's row for the store: totals and a summary (counts by reason, the five largest alphas)."""
         d = r.decision
         fills = [x.fill for x in r.results if x.fill is not None]
@@ -535,6 +521,7 @@ class TradingEngine:
             n_trade=counts["TRADE"], n_hold=counts["HOLD"], n_blocked=counts["BLOCKED"],
             n_orders=len(r.orders), n_fills=len(fills), fees=float(sum(f.fee for f in fills)),
             traded_notional=float(sum(f.notional for f in fills)), halted=r.halted, summary=summary, orders=orders,
+            ledger=tuple(booked),
         )
 
     # ------------------------------------------------------------------ replay

@@ -1,7 +1,8 @@
 """The state store: everything that carries across cycles, per book, in one SQLite file.
 
 One file holds every book (``live``, ``replay``, ...). Per book it keeps the
-ledger (cash, positions), the risk marks (high-water mark, start-of-day
+ledger (every fill, deposit and adjustment, append-only; see
+:mod:`foxlive_core.portfolio`) with its fold (cash, positions), the risk marks (high-water mark, start-of-day
 value and its session), the halt flag with who/why/when, the signal
 buffers of the pipeline (z-score buffers, IC pairs, calibration errors,
 score histories, pending predictions) as numpy arrays, the completed cycles,
@@ -26,6 +27,9 @@ always at one version or the next, never half way:
   tables (commit 3c5219a) keeps its per-symbol ``decisions`` and last-cycle
   ``last_traces`` tables, renamed ``decisions_v0`` and ``last_traces_v0``
   (nothing reads them; they are there to be looked at or dropped by hand).
+- v2, the ledger. Each book's cash and positions of the time are entered as
+  its opening balance (``adjustment`` entries, source ``migration``), so the
+  fold of the ledger equals the book from the first cycle on.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import pandas as pd
 
 from foxlive_core.cycle_table import decisions_frame, decisions_frame_columns, read_cycle
 from foxlive_core.errors import StateError
+from foxlive_core.portfolio import ADJUSTMENT, DEPOSIT, Holdings, LedgerEntry, differences
 from foxlive_core.sqlite import immediate_transaction, open_sqlite
 
 SCHEMA_V1 = """
@@ -129,9 +134,70 @@ def _v1_schema_before_versioning(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+LEDGER = """
+CREATE TABLE ledger (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    book TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('deposit', 'fill', 'adjustment')),
+    time TEXT NOT NULL,
+    source TEXT NOT NULL,
+    cash REAL NOT NULL,
+    symbol TEXT NOT NULL DEFAULT '',
+    quantity INTEGER NOT NULL DEFAULT 0,
+    price REAL NOT NULL DEFAULT 0.0,
+    fee REAL NOT NULL DEFAULT 0.0,
+    client_order_id TEXT,
+    cycle_time TEXT,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX ledger_by_book ON ledger (book, seq);
+CREATE UNIQUE INDEX ledger_books_a_fill_once ON ledger (book, client_order_id) WHERE client_order_id IS NOT NULL
+"""
+LEDGER_COLUMNS = "kind, time, source, cash, symbol, quantity, price, fee, client_order_id, cycle_time, note"
+
+
+def _v2_ledger(conn: sqlite3.Connection) -> None:
+    """The append-only ledger; every existing book's cash and positions become its opening balance."""
+    for statement in _statements(LEDGER):
+        conn.execute(statement)
+    conn.execute(
+        "CREATE TRIGGER ledger_is_append_only BEFORE UPDATE ON ledger BEGIN "
+        "SELECT RAISE(ABORT, 'the ledger is append-only: correct it with an adjustment entry'); END"
+    )
+    now = utcnow()
+    for book, cash in conn.execute("SELECT book, cash FROM book_state ORDER BY book").fetchall():
+        opening = [LedgerEntry(ADJUSTMENT, now, "migration", cash=cash, note="opening balance: the book before the ledger")]
+        opening += [
+            LedgerEntry(ADJUSTMENT, now, "migration", symbol=symbol, quantity=q, price=p, note="opening position")
+            for symbol, q, p in conn.execute(
+                "SELECT symbol, quantity, avg_price FROM book_positions WHERE book=? AND quantity != 0 ORDER BY symbol",
+                (book,))
+        ]
+        insert_ledger_entries(conn, book, opening)
+
+
+def insert_ledger_entries(conn: sqlite3.Connection, book: str, entries) -> None:
+    """Append ``entries`` to ``book``'s ledger (inside the caller's transaction)."""
+    conn.executemany(
+        f"INSERT INTO ledger (book, {LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (book, e.kind, _iso(e.time), e.source, e.cash, e.symbol, e.quantity, e.price, e.fee,
+             e.client_order_id or None, None if e.cycle_time is None else _iso(e.cycle_time), e.note)
+            for e in entries
+        ],
+    )
+
+
+def _entry_from_row(row) -> LedgerEntry:
+    kind, time, source, cash, symbol, quantity, price, fee, order_id, cycle_time, note = row
+    return LedgerEntry(kind, pd.Timestamp(time).to_pydatetime(), source, cash, symbol, int(quantity), price, fee,
+                       order_id or "", None if cycle_time is None else pd.Timestamp(cycle_time), note)
+
+
 # (version, what it changes, how), in order; a store is opened at the last version.
 MIGRATIONS = (
     (1, "the schema before versioning; pre-3c5219a decisions and last_traces kept as *_v0", _v1_schema_before_versioning),
+    (2, "the append-only ledger, seeded with each book's opening balance", _v2_ledger),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -208,12 +274,13 @@ def blob_to_array(blob: bytes) -> np.ndarray:
 class BookState:
     """A book's state as loaded at the start of a cycle (and written back at its end).
 
+    ``holdings`` are the book's cash and positions (the fold of its ledger);
     ``arrays`` holds the pipeline's buffers keyed by name; their symbol axis
-    follows ``symbols`` (see :func:`foxlive_core.engine.align_arrays`).
+    follows ``symbols`` (see :func:`foxlive_core.decide.align_buffers`).
     """
 
     book: str
-    cash: float
+    holdings: Holdings
     high_water_mark: float
     start_of_day_value: float
     session_date: str | None
@@ -225,8 +292,16 @@ class BookState:
     halted_by: str
     symbols: tuple[str, ...]
     model_run_id: str
-    positions: dict[str, tuple[int, float]] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def cash(self) -> float:
+        return self.holdings.cash
+
+    @property
+    def positions(self) -> dict[str, tuple[int, float]]:
+        """Open positions: symbol -> (signed quantity, average price)."""
+        return self.holdings.positions
 
 
 @dataclass(frozen=True)
@@ -250,6 +325,7 @@ class CycleRecord:
     halted: bool  # whether the book ended the cycle halted, as the engine saw it
     summary: dict
     orders: list[tuple]  # (client_order_id, symbol, side, quantity, filled, status, price, fee, reject_reason)
+    ledger: tuple[LedgerEntry, ...] = ()  # the cycle's fills not yet in the ledger, in the order they were booked
 
 
 class StateStore:
@@ -283,20 +359,23 @@ class StateStore:
 
     def create_book(self, book: str, starting_cash: float) -> None:
         """Create ``book`` with ``starting_cash`` if it does not exist (idempotent)."""
-        now = utcnow().isoformat()
+        now = utcnow()
         with self.transaction() as c:
-            c.execute(
+            created = c.execute(
                 "INSERT OR IGNORE INTO book_state (book, created_at, cash, high_water_mark, start_of_day_value, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (book, now, starting_cash, starting_cash, starting_cash, now),
-            )
+                (book, now.isoformat(), starting_cash, starting_cash, starting_cash, now.isoformat()),
+            ).rowcount
+            if created:
+                insert_ledger_entries(c, book, [LedgerEntry(DEPOSIT, now, "book", cash=float(starting_cash),
+                                                            note="starting cash")])
 
     def delete_book(self, book: str) -> None:
         """Remove every row of ``book`` (replay books are rebuilt from scratch)."""
         with self.transaction() as c:
             # The book's lock stays: a book is reset by the holder of its lock, under it.
             for table in ("book_state", "book_positions", "book_arrays", "cycles", "cycle_columns", "orders", "events",
-                          "attribution", "attribution_state"):
+                          "attribution", "attribution_state", "ledger"):
                 c.execute(f"DELETE FROM {table} WHERE book=?", (book,))
 
     def load(self, book: str) -> BookState:
@@ -314,7 +393,7 @@ class StateStore:
         arrays = {n: blob_to_array(b) for n, b in self._conn.execute("SELECT name, data FROM book_arrays WHERE book=?", (book,))}
         return BookState(
             book=book,
-            cash=float(row[0]),
+            holdings=Holdings(float(row[0]), positions),
             high_water_mark=float(row[1]),
             start_of_day_value=float(row[2]),
             session_date=row[3],
@@ -326,7 +405,6 @@ class StateStore:
             halted_by=row[9],
             symbols=tuple(json.loads(row[10])),
             model_run_id=row[11],
-            positions=positions,
             arrays=arrays,
         )
 
@@ -340,8 +418,9 @@ class StateStore:
                       events: list[tuple[str, str, str, dict]] = (), attribution_state: bytes | None = None) -> tuple[bool, str]:
         """Write completed cycles and the book's state after the last of them in one transaction.
 
-        ``records`` are the cycles in time order, ``columns`` their decisions
-        and traces as one :mod:`foxlive_core.cycle_table` Parquet table,
+        ``records`` are the cycles in time order (their ``ledger`` entries are
+        appended to the book's ledger, whose fold ``state.holdings`` must be),
+        ``columns`` their decisions and traces as one :mod:`foxlive_core.cycle_table` Parquet table,
         ``attribution_state`` a replay's running signal attribution (to resume
         it). Returns the stored (halted, reason).
 
@@ -387,6 +466,11 @@ class StateStore:
                 "INSERT INTO book_positions (book, symbol, quantity, avg_price) VALUES (?, ?, ?, ?)",
                 [(state.book, s, q, p) for s, (q, p) in state.positions.items() if q != 0],
             )
+            try:
+                insert_ledger_entries(c, state.book, [e for r in records for e in r.ledger])
+            except sqlite3.IntegrityError as exc:
+                raise StateError(f"book {state.book!r}: a fill of these cycles is already in the ledger ({exc}); "
+                                 "a fill is booked once") from exc
             c.executemany(
                 "INSERT OR REPLACE INTO book_arrays (book, name, data) VALUES (?, ?, ?)",
                 [(state.book, n, array_to_blob(a)) for n, a in state.arrays.items()],
@@ -551,6 +635,38 @@ class StateStore:
         if symbol is not None:
             frame = frame[frame["symbol"] == symbol]
         return frame.reset_index(drop=True)
+
+    def ledger(self, book: str) -> pd.DataFrame:
+        """``book``'s ledger in booking order (``seq``), one row per entry (see :mod:`foxlive_core.portfolio`)."""
+        frame = pd.read_sql_query(f"SELECT seq, {LEDGER_COLUMNS} FROM ledger WHERE book=? ORDER BY seq", self._conn,
+                                  params=(book,))
+        for column in ("time", "cycle_time"):
+            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+        return frame
+
+    def ledger_entries(self, book: str) -> list[LedgerEntry]:
+        """``book``'s ledger entries in booking order."""
+        rows = self._conn.execute(f"SELECT {LEDGER_COLUMNS} FROM ledger WHERE book=? ORDER BY seq", (book,))
+        return [_entry_from_row(r) for r in rows]
+
+    def check_ledger(self, book: str) -> list[str]:
+        """Where ``book``'s stored cash and positions differ from the fold of its ledger; [] when they agree.
+
+        Read in one transaction, so a commit in between cannot make them differ.
+        """
+        with self._read():
+            entries = self.ledger_entries(book)
+            stored = self.load(book).holdings
+        return differences(Holdings.fold(entries), stored, ("ledger", "stored state"))
+
+    @contextmanager
+    def _read(self):
+        """A read transaction: every read inside sees the same commit."""
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._conn.execute("COMMIT")
 
     def orders(self, book: str) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM orders WHERE book=? ORDER BY cycle_time, client_order_id", self._conn, params=(book,))

@@ -38,6 +38,7 @@ from foxlive_core.brokers.protocol import SIDES, Account, Fill, OrderRequest, Or
 from foxlive_core.config import BrokerConfig
 from foxlive_core.data.types import QuoteSnapshot
 from foxlive_core.errors import BrokerError
+from foxlive_core.portfolio import position_after
 from foxlive_core.sqlite import immediate_transaction, open_sqlite
 
 BPS = 1e-4
@@ -113,19 +114,12 @@ class _Holding:
     last_price: float
 
     def apply(self, signed_quantity: int, price: float) -> None:
-        """Book a fill: weighted average on adds, P&L realised on reductions, new basis on a flip."""
+        """Book a fill: P&L realised on the part that reduces, the average price by foxlive's one rule."""
         old = self.quantity
-        new = old + signed_quantity
-        if old == 0 or (old > 0) == (signed_quantity > 0):
-            self.avg_price = (abs(old) * self.avg_price + abs(signed_quantity) * price) / abs(new)
-        else:
+        if old != 0 and (old > 0) != (signed_quantity > 0):
             closed = min(abs(signed_quantity), abs(old))
             self.realized_pnl += (price - self.avg_price) * closed * (1 if old > 0 else -1)
-            if new == 0:
-                self.avg_price = 0.0
-            elif (new > 0) != (old > 0):
-                self.avg_price = price
-        self.quantity = new
+        self.quantity, self.avg_price = position_after(old, self.avg_price, signed_quantity, price)
         self.last_price = price
 
 

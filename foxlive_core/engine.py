@@ -39,15 +39,28 @@ from foxlive_core.features import FEATURE_NAMES, build_features, fill_missing_ba
 from foxlive_core.models.store import ModelSet
 from foxlive_core.pipeline.arbitrate import select_horizon
 from foxlive_core.pipeline.risk_checks import portfolio_risk
-from foxlive_core.portfolio import LedgerEntry, fill_entry
-from foxlive_core.state import BookState, CycleRecord, StateStore, lock_owner
+from foxlive_core.portfolio import Holdings, LedgerEntry, fill_entry
+from foxlive_core.state import BookState, CycleRecord, Intent, StateStore, lock_owner
 
 VOL_FEATURE = "vol_20b"
 
 
-def client_order_id(book: str, cycle_time: pd.Timestamp, symbol: str) -> str:
-    """Deterministic id of a cycle's order: resubmitting the same cycle can never double an order."""
-    return f"{book}:{cycle_time.strftime('%Y%m%dT%H%M%SZ')}:{symbol}"
+def client_order_id(book: str, cycle_time: pd.Timestamp, symbol: str, attempt: int = 1) -> str:
+    """Deterministic id of a cycle's order, ``book:time:symbol``; a cycle's run after a crashed one appends ``:attempt``."""
+    base = f"{book}:{cycle_time.strftime('%Y%m%dT%H%M%SZ')}:{symbol}"
+    return base if attempt == 1 else f"{base}:{attempt}"
+
+
+@dataclass(frozen=True)
+class _PriorRuns:
+    """What crashed runs of a cycle left: this run's number, the broker's answers, the book as the cycle began.
+
+    ``start`` is None when no earlier run's order was filled (the book is as the cycle began).
+    """
+
+    attempt: int
+    answered: list[Intent]
+    start: Holdings | None
 
 
 def model_info(models: ModelSet, cfg: FoxliveConfig) -> ModelInfo:
@@ -360,11 +373,24 @@ class TradingEngine:
         """Run and commit the cycle of ``book`` at bar time ``time``, in one transaction.
 
         A cycle already committed for this book is refused (StateError): cycles
-        are applied once. The book's lock keeps cycles of one book from overlapping.
+        are applied once. The book's lock keeps cycles of one book from
+        overlapping. Before anything else the orders of cycles that were never
+        committed (the process died) are resolved at the broker
+        (:meth:`recover`). The cycle records its orders as intents in the store
+        before it sends them.
+
+        A cycle that runs again after its earlier run crashed decides from the
+        book as the cycle began (the ledger without that cycle's recovered
+        fills). An order it decides exactly as the broker already answered in
+        this cycle is not sent again (the answer stands); otherwise it sends,
+        under a new client order id, what is left to reach its decision,
+        never an order that would undo a fill of the earlier run.
         """
         t = to_utc(time)
         self.ensure_book(book)
+        broker = self.broker(book)
         with self.store.locked(book, owner=lock_owner(t.isoformat())):
+            self.recover(book, broker)
             if self.store.cycle_done(book, t):
                 raise StateError(f"book {book!r}: the cycle at {t} has already run; cycles are applied once")
             state = self.store.load(book)
@@ -373,11 +399,22 @@ class TradingEngine:
                     f"book {book!r}: cycle time {t} is not after the book's last cycle {state.last_cycle_time}; "
                     "cycles of a book run forward in time (replay history on a separate book)"
                 )
+            recovered = self.store.last_recovered_cycle(book)
+            if recovered is not None and t < recovered:
+                raise StateError(
+                    f"book {book!r}: cycle time {t} is before {recovered}, whose crashed run left fills in the ledger; "
+                    f"run the cycle at {recovered} or a later one"
+                )
+            prior = self._prior_runs(book, t)
             t0 = _time.perf_counter()
             if inputs is None:
                 inputs = self.gather_inputs(t)
             inputs_ms = (_time.perf_counter() - t0) * 1e3
-            result, record, events = self._step(book, state, inputs, self.broker(book))
+
+            def record_intents(orders: list[OrderRequest]) -> None:
+                self.store.record_intents(book, t, prior.attempt, orders)
+
+            result, record, events = self._step(book, state, inputs, broker, prior, record_intents)
             result.timings_ms["inputs_ms"] = inputs_ms
             t0 = _time.perf_counter()
             table = CycleTableWriter(self.symbols, self.info.horizons, self.info.families, self.cfg.engine.trace)
@@ -386,11 +423,35 @@ class TradingEngine:
             result.timings_ms["commit_ms"] = (_time.perf_counter() - t0) * 1e3
             return result
 
-    def _step(self, book: str, state: BookState, inputs: CycleInputs, broker) -> tuple[CycleResult, CycleRecord, list]:
+    def recover(self, book: str, broker) -> list[LedgerEntry]:
+        """Resolve the intents of ``book``'s never-committed cycles at ``broker``; returns the fills booked.
+
+        Each open intent's client order id is looked up (``broker.order``):
+        every fill found is booked once into the ledger with a ``recovered_fill``
+        event, and every intent is marked with the broker's answer. Nothing is
+        re-decided, so what was executed is booked whatever a later run decides.
+        """
+        intents = self.store.open_intents(book)
+        if not intents:
+            return []
+        outcomes = [(intent, broker.order(intent.client_order_id)) for intent in intents]
+        return self.store.resolve_intents(book, outcomes, "recovery")
+
+    def _prior_runs(self, book: str, t: pd.Timestamp) -> _PriorRuns:
+        """What earlier, crashed runs of the cycle at ``t`` left: the broker's answers and the book before them."""
+        attempt = self.store.next_attempt(book, t)
+        answered = self.store.answered_intents(book, t) if attempt > 1 else []
+        start = self.store.holdings_at_start(book, t) if any(i.filled_quantity for i in answered) else None
+        return _PriorRuns(attempt, answered, start)
+
+    def _step(self, book: str, state: BookState, inputs: CycleInputs, broker, prior: _PriorRuns | None = None,
+              record_intents=None) -> tuple[CycleResult, CycleRecord, list]:
         """Advance ``state`` (in place) by the cycle of ``inputs``: decide, execute on ``broker``, mark.
 
-        Nothing is written to the store; the caller commits the returned record
-        (one cycle live, a chunk of them in a replay).
+        Nothing is written to the store but through ``record_intents`` (called
+        with the orders before they are sent); the caller commits the returned
+        record (one cycle live, a chunk of them in a replay). ``prior`` carries
+        what crashed runs of this cycle left (see :meth:`run_cycle`).
         """
         t = inputs.time
         timings = {}
@@ -402,7 +463,8 @@ class TradingEngine:
                                     self.info.horizon_bars)
         broker.set_quotes(inputs.quotes)
 
-        portfolio = self._portfolio(state, inputs)
+        start = prior.start if prior is not None and prior.start is not None else state.holdings
+        portfolio = start.marked(self.symbols, inputs.quotes.mid, inputs.close[-1])
         events: list[tuple[str, str, str, dict]] = []
         if state.session_date != inputs.session:
             state.session_date = inputs.session
@@ -420,13 +482,11 @@ class TradingEngine:
             decision = decide(cfg, self.info, inputs, buffers, portfolio, True, self.quote_max_age_s)
         t3 = _time.perf_counter()
         timings["stages_ms"] = (t3 - t2) * 1e3
-        orders = [
-            OrderRequest(client_order_id(book, t, s), s, "buy" if q > 0 else "sell", int(abs(q)), t.to_pydatetime())
-            for s, q in zip(self.symbols, decision.shares.tolist())
-            if q != 0
-        ]
-        results = broker.submit_orders(orders) if orders else []
-        decision, booked = self._apply_fills(state, results, decision, t)
+        orders, earlier = self._orders(book, t, decision.shares, prior)
+        if orders and record_intents is not None:
+            record_intents(orders)
+        sent = broker.submit_orders(orders) if orders else []
+        decision, booked = self._apply_fills(state, earlier, sent, decision, t)
         t4 = _time.perf_counter()
         timings["execution_ms"] = (t4 - t3) * 1e3
 
@@ -442,7 +502,8 @@ class TradingEngine:
         state.last_cycle_time = t
         state.model_run_id = self.info.run_id
         result = CycleResult(
-            book=book, time=t, symbols=self.symbols, decision=decision, orders=orders, results=results,
+            book=book, time=t, symbols=self.symbols, decision=decision,
+            orders=[i.request() for i in earlier] + orders, results=[i.result() for i in earlier] + sent,
             portfolio_value=after.value, cash=state.cash, gross_exposure=gross, net_exposure=net,
             drawdown=risk.drawdown, daily_return=risk.daily_return, halted=halted or state.halted,
             halt_reason=state.halt_reason, model_run_id=self.info.run_id, horizons=self.info.horizons,
@@ -450,32 +511,73 @@ class TradingEngine:
         )
         return result, self._record(result, booked), events
 
+    def _orders(self, book: str, t: pd.Timestamp, shares: np.ndarray, prior: _PriorRuns | None):
+        """The orders to send for the decided ``shares`` (N,), and the earlier runs' answered intents that stand.
+
+        Without earlier runs: one order per symbol with shares. After them, per
+        symbol: an answered intent equal to the decided order stands for it
+        (nothing is sent); otherwise the fills of earlier runs count towards
+        the decided shares and the rest is sent, if it goes the decided way.
+        """
+        attempt = prior.attempt if prior is not None else 1
+        answered: dict[str, list] = {}
+        for intent in prior.answered if prior is not None else ():
+            answered.setdefault(intent.symbol, []).append(intent)
+        orders, earlier = [], []
+        for s, q in zip(self.symbols, shares.tolist()):
+            side = "buy" if q > 0 else "sell"
+            before = answered.get(s, [])
+            same = next((i for i in before if q != 0 and i.side == side and i.quantity == abs(q)), None)
+            earlier += [i for i in before if i.filled_quantity and i is not same]
+            if same is not None:
+                earlier.append(same)
+                continue
+            rest = q - sum(i.signed_filled for i in before)
+            if rest != 0 and (rest > 0) == (q > 0) and q != 0:
+                side = "buy" if rest > 0 else "sell"
+                orders.append(OrderRequest(client_order_id(book, t, s, attempt), s, side, abs(rest), t.to_pydatetime()))
+        return orders, earlier
+
     def _portfolio(self, state: BookState, inputs: CycleInputs) -> Portfolio:
         """The book's holdings over the universe, marked at the cycle's mids (else last closes)."""
         return state.holdings.marked(self.symbols, inputs.quotes.mid, inputs.close[-1])
 
-    def _apply_fills(self, state: BookState, results: list[OrderResult], decision: Decision,
+    def _apply_fills(self, state: BookState, earlier: list[Intent], sent: list[OrderResult], decision: Decision,
                      cycle_time: pd.Timestamp) -> tuple[Decision, list[LedgerEntry]]:
-        """Book the fills into the book's holdings; returns the decision as executed and the ledger entries.
+        """Book the fills of ``sent`` into the book's holdings; returns the decision as executed and the new entries.
 
-        A rejected order turns its symbol into BLOCKED (``broker_<reason>``, no
-        shares); a partial fill keeps the filled quantity (reason ``..._partial_fill``).
+        ``earlier`` are the answers of crashed runs of this cycle (their fills
+        are in the ledger already). Per symbol: nothing filled and an order
+        rejected turns it BLOCKED (``broker_<reason>``, no shares); a fill of
+        other than the decided shares keeps what was filled (reason
+        ``..._partial_fill``, or ``..._after_recovered_fill`` when an earlier
+        run's fill made the difference).
         """
-        if not results:
+        if not earlier and not sent:
             return decision, []
         verdict, reason, shares = decision.decision.copy(), decision.reason.copy(), decision.shares.copy()
         booked = []
-        for r in results:
-            i = self._column[r.symbol]
+        filled: dict[str, int] = {}
+        rejected: dict[str, str] = {}
+        for r in [i.result() for i in earlier] + sent:
             if r.fill is None:
-                verdict[i], reason[i], shares[i] = BLOCKED, f"broker_{r.reject_reason}", 0
+                rejected.setdefault(r.symbol, r.reject_reason)
                 continue
-            entry = fill_entry(r.fill, cycle_time, "cycle")
-            state.holdings.apply(entry)
-            booked.append(entry)
-            if r.filled_quantity != r.requested_quantity:
-                shares[i] = entry.quantity
-                reason[i] = f"{reason[i]}_partial_fill"
+            filled[r.symbol] = filled.get(r.symbol, 0) + r.fill.signed_quantity
+        for r in sent:
+            if r.fill is not None:
+                entry = fill_entry(r.fill, cycle_time, "cycle")
+                state.holdings.apply(entry)
+                booked.append(entry)
+        recovered = {i.symbol for i in earlier if i.filled_quantity}
+        for symbol in rejected.keys() | filled.keys():
+            i = self._column[symbol]
+            done = filled.get(symbol, 0)
+            if done == 0 and symbol in rejected:
+                verdict[i], reason[i], shares[i] = BLOCKED, f"broker_{rejected[symbol]}", 0
+            elif done != shares[i]:
+                reason[i] = f"{reason[i]}_after_recovered_fill" if symbol in recovered else f"{reason[i]}_partial_fill"
+                shares[i] = done
         return dataclasses.replace(decision, decision=verdict, reason=reason, shares=shares), booked
 
     def _check_kill_switch(self, state: BookState, value: float, events: list, when: str) -> None:

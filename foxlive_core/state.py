@@ -30,6 +30,10 @@ always at one version or the next, never half way:
 - v2, the ledger. Each book's cash and positions of the time are entered as
   its opening balance (``adjustment`` entries, source ``migration``), so the
   fold of the ledger equals the book from the first cycle on.
+- v3, order intents: what a live cycle is about to send, recorded before it
+  sends it (:meth:`StateStore.record_intents`), so that a run after a crash
+  asks the broker about every order of a cycle that was never committed
+  (:meth:`StateStore.open_intents`, :meth:`StateStore.resolve_intents`).
 """
 
 from __future__ import annotations
@@ -49,8 +53,9 @@ import numpy as np
 import pandas as pd
 
 from foxlive_core.cycle_table import decisions_frame, decisions_frame_columns, read_cycle
+from foxlive_core.brokers.protocol import Fill, OrderRequest, OrderResult
 from foxlive_core.errors import StateError
-from foxlive_core.portfolio import ADJUSTMENT, DEPOSIT, Holdings, LedgerEntry, differences
+from foxlive_core.portfolio import ADJUSTMENT, DEPOSIT, FILL, Holdings, LedgerEntry, differences, fill_entry
 from foxlive_core.sqlite import immediate_transaction, open_sqlite
 
 SCHEMA_V1 = """
@@ -194,10 +199,44 @@ def _entry_from_row(row) -> LedgerEntry:
                        order_id or "", None if cycle_time is None else pd.Timestamp(cycle_time), note)
 
 
+INTENTS = """
+CREATE TABLE intents (
+    book TEXT NOT NULL,
+    client_order_id TEXT NOT NULL,
+    cycle_time TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    recorded_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open',
+    filled_quantity INTEGER NOT NULL DEFAULT 0,
+    price REAL,
+    fee REAL NOT NULL DEFAULT 0.0,
+    reject_reason TEXT NOT NULL DEFAULT '',
+    resolved_at TEXT,
+    PRIMARY KEY (book, client_order_id)
+);
+CREATE INDEX intents_by_status ON intents (book, status, cycle_time)
+"""
+INTENT_COLUMNS = ("client_order_id, cycle_time, attempt, symbol, side, quantity, status, filled_quantity, price, fee, "
+                  "reject_reason")
+# An intent's status: 'open' until its cycle is committed ('committed') or a later run asked the broker about it:
+# 'filled', 'partially_filled', 'rejected' (the broker's answer) or 'not_submitted' (the broker never saw it).
+ANSWERED = ("filled", "partially_filled", "rejected")
+
+
+def _v3_intents(conn: sqlite3.Connection) -> None:
+    for statement in _statements(INTENTS):
+        conn.execute(statement)
+
+
 # (version, what it changes, how), in order; a store is opened at the last version.
 MIGRATIONS = (
     (1, "the schema before versioning; pre-3c5219a decisions and last_traces kept as *_v0", _v1_schema_before_versioning),
     (2, "the append-only ledger, seeded with each book's opening balance", _v2_ledger),
+    (3, "order intents recorded before a live cycle sends its orders", _v3_intents),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -268,6 +307,50 @@ def array_to_blob(arr: np.ndarray) -> bytes:
 
 def blob_to_array(blob: bytes) -> np.ndarray:
     return np.load(io.BytesIO(blob), allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """An order a live cycle recorded before sending it, and what became of it (see ``INTENTS``).
+
+    ``attempt`` counts the runs of the cycle at ``cycle_time`` (a cycle whose
+    run crashed runs again); ``filled_quantity``, ``price``, ``fee`` and
+    ``reject_reason`` are the broker's answer once it is known.
+    """
+
+    client_order_id: str
+    cycle_time: pd.Timestamp
+    attempt: int
+    symbol: str
+    side: str
+    quantity: int
+    status: str
+    filled_quantity: int = 0
+    price: float | None = None
+    fee: float = 0.0
+    reject_reason: str = ""
+
+    @property
+    def signed_filled(self) -> int:
+        return self.filled_quantity if self.side == "buy" else -self.filled_quantity
+
+    def request(self) -> OrderRequest:
+        return OrderRequest(self.client_order_id, self.symbol, self.side, self.quantity, self.cycle_time.to_pydatetime())
+
+    def result(self) -> OrderResult:
+        """The broker's answer as an OrderResult (an answered intent only)."""
+        fill = None
+        if self.filled_quantity:
+            fill = Fill(self.client_order_id, self.symbol, self.side, self.filled_quantity, self.price, self.fee,
+                        self.filled_quantity * self.price, self.cycle_time.to_pydatetime())
+        return OrderResult(self.client_order_id, self.symbol, self.side, self.quantity, self.filled_quantity,
+                           self.status, self.reject_reason, fill)
+
+
+def _intent_from_row(row) -> Intent:
+    order_id, cycle_time, attempt, symbol, side, quantity, status, filled, price, fee, reason = row
+    return Intent(order_id, pd.Timestamp(cycle_time), int(attempt), symbol, side, int(quantity), status, int(filled),
+                  price, fee, reason)
 
 
 @dataclass
@@ -375,7 +458,7 @@ class StateStore:
         with self.transaction() as c:
             # The book's lock stays: a book is reset by the holder of its lock, under it.
             for table in ("book_state", "book_positions", "book_arrays", "cycles", "cycle_columns", "orders", "events",
-                          "attribution", "attribution_state", "ledger"):
+                          "attribution", "attribution_state", "ledger", "intents"):
                 c.execute(f"DELETE FROM {table} WHERE book=?", (book,))
 
     def load(self, book: str) -> BookState:
@@ -466,6 +549,9 @@ class StateStore:
                 "INSERT INTO book_positions (book, symbol, quantity, avg_price) VALUES (?, ?, ?, ?)",
                 [(state.book, s, q, p) for s, (q, p) in state.positions.items() if q != 0],
             )
+            # the cycles' own orders are settled by this commit; an intent of an earlier crashed run was resolved before
+            c.execute("UPDATE intents SET status='committed', resolved_at=? WHERE book=? AND status='open' "
+                      "AND cycle_time BETWEEN ? AND ?", (now, state.book, times[0], times[-1]))
             try:
                 insert_ledger_entries(c, state.book, [e for r in records for e in r.ledger])
             except sqlite3.IntegrityError as exc:
@@ -503,6 +589,110 @@ class StateStore:
                     (state.book, now, kind, actor, reason_text, json.dumps(details, default=str)),
                 )
         return bool(halted), reason
+
+    # ------------------------------------------------------------------ order intents (crash safety)
+
+    def record_intents(self, book: str, cycle_time, attempt: int, orders: list[OrderRequest]) -> None:
+        """Record, durably and before any is sent, the orders the cycle at ``cycle_time`` is about to send."""
+        now = utcnow().isoformat()
+        t = _iso(cycle_time)
+        try:
+            with self.transaction() as c:
+                c.executemany(
+                    "INSERT INTO intents (book, client_order_id, cycle_time, attempt, seq, symbol, side, quantity, "
+                    "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(book, o.client_order_id, t, attempt, i, o.symbol, o.side, o.quantity, now) for i, o in enumerate(orders)],
+                )
+        except sqlite3.IntegrityError as exc:
+            raise StateError(f"book {book!r}: an order id of the cycle at {t} was recorded before ({exc}); "
+                             "an order id is sent once") from exc
+
+    def open_intents(self, book: str) -> list[Intent]:
+        """Intents of ``book`` whose cycle was never committed and which no run has resolved yet, in recording order."""
+        rows = self._conn.execute(
+            f"SELECT {INTENT_COLUMNS} FROM intents WHERE book=? AND status='open' ORDER BY cycle_time, attempt, seq",
+            (book,))
+        return [_intent_from_row(r) for r in rows]
+
+    def answered_intents(self, book: str, cycle_time) -> list[Intent]:
+        """Intents of the (uncommitted) cycle at ``cycle_time`` that the broker answered after a crash, in order."""
+        marks = ", ".join("?" * len(ANSWERED))
+        rows = self._conn.execute(
+            f"SELECT {INTENT_COLUMNS} FROM intents WHERE book=? AND cycle_time=? AND status IN ({marks}) "
+            "ORDER BY attempt, seq", (book, _iso(cycle_time), *ANSWERED))
+        return [_intent_from_row(r) for r in rows]
+
+    def next_attempt(self, book: str, cycle_time) -> int:
+        """1 + the number of runs of the cycle at ``cycle_time`` that recorded intents."""
+        row = self._conn.execute("SELECT MAX(attempt) FROM intents WHERE book=? AND cycle_time=?",
+                                 (book, _iso(cycle_time))).fetchone()
+        return 1 + (row[0] or 0)
+
+    def last_recovered_cycle(self, book: str) -> pd.Timestamp | None:
+        """The newest cycle time of a fill booked by recovery (its cycle crashed), or None."""
+        row = self._conn.execute(
+            "SELECT MAX(cycle_time) FROM intents WHERE book=? AND status IN ('filled', 'partially_filled')", (book,)
+        ).fetchone()
+        return pd.Timestamp(row[0]) if row[0] else None
+
+    def resolve_intents(self, book: str, outcomes: list[tuple[Intent, OrderResult | None]], actor: str) -> list[LedgerEntry]:
+        """Book what the broker answered for open intents, in one transaction; returns the fills booked.
+
+        ``outcomes`` pairs each open intent with the broker's result for its
+        client order id (None: the broker never received it). Every fill is
+        appended to the ledger (source ``recovery``) and folded into the
+        book's cash and positions, with a ``recovered_fill`` event; each intent
+        is marked with the broker's answer, or ``not_submitted``. A fill
+        already in the ledger is not booked again.
+        """
+        now = utcnow().isoformat()
+        booked: list[LedgerEntry] = []
+        with self.transaction() as c:
+            cash = c.execute("SELECT cash FROM book_state WHERE book=?", (book,)).fetchone()
+            if cash is None:
+                raise StateError(f"book {book!r} does not exist; known books: {self.books()}")
+            holdings = Holdings(cash[0], {s: (q, p) for s, q, p in c.execute(
+                "SELECT symbol, quantity, avg_price FROM book_positions WHERE book=?", (book,))})
+            for intent, result in outcomes:
+                fill = None if result is None else result.fill
+                if fill is not None and c.execute("SELECT 1 FROM ledger WHERE book=? AND client_order_id=?",
+                                                  (book, fill.client_order_id)).fetchone() is None:
+                    entry = fill_entry(fill, intent.cycle_time, "recovery")
+                    holdings.apply(entry)
+                    booked.append(entry)
+                    c.execute(
+                        "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, 'recovered_fill', ?, ?, ?)",
+                        (book, now, actor, f"the broker filled {fill.side} {fill.quantity} {fill.symbol} of the cycle "
+                         f"at {_iso(intent.cycle_time)}, which was never committed",
+                         json.dumps({"client_order_id": fill.client_order_id, "quantity": entry.quantity,
+                                     "price": fill.price, "fee": fill.fee, "attempt": intent.attempt})),
+                    )
+                c.execute(
+                    "UPDATE intents SET status=?, filled_quantity=?, price=?, fee=?, reject_reason=?, resolved_at=? "
+                    "WHERE book=? AND client_order_id=?",
+                    ("not_submitted", 0, None, 0.0, "", now, book, intent.client_order_id) if result is None else
+                    (result.status, result.filled_quantity, fill.price if fill else None, fill.fee if fill else 0.0,
+                     result.reject_reason, now, book, intent.client_order_id),
+                )
+            insert_ledger_entries(c, book, booked)
+            c.execute("UPDATE book_state SET cash=?, updated_at=? WHERE book=?", (holdings.cash, now, book))
+            c.execute("DELETE FROM book_positions WHERE book=?", (book,))
+            c.executemany("INSERT INTO book_positions (book, symbol, quantity, avg_price) VALUES (?, ?, ?, ?)",
+                          [(book, s, q, p) for s, (q, p) in holdings.positions.items()])
+            counts = {status: sum(1 for i, r in outcomes if (r.status if r else "not_submitted") == status)
+                      for status in (*ANSWERED, "not_submitted")}
+            c.execute(
+                "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, 'recovery', ?, ?, ?)",
+                (book, now, actor, f"resolved {len(outcomes)} intent(s) of cycle(s) never committed at the broker; "
+                 f"booked {len(booked)} fill(s)",
+                 json.dumps({"cycles": sorted({_iso(i.cycle_time) for i, _ in outcomes}), "counts": counts})),
+            )
+        return booked
+
+    def holdings_at_start(self, book: str, cycle_time) -> Holdings:
+        """The fold of ``book``'s ledger without the fills of the cycle at ``cycle_time``: the book as that cycle began."""
+        t = pd.Timestamp(cycle_time)
+        return Holdings.fold(e for e in self.ledger_entries(book) if not (e.kind == FILL and e.cycle_time == t))
 
     # ------------------------------------------------------------------ halt / resume
 

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from foxlive_core.attribution import SignalAttribution
-from foxlive_core.brokers.paper import PaperBroker
-from foxlive_core.brokers.protocol import OrderRequest, OrderResult
+from foxlive_core.brokers import open_broker, simulated_execution
+from foxlive_core.brokers.protocol import Broker, OrderRequest, OrderResult
 from foxlive_core.calendar import to_utc
 from foxlive_core.config import FoxliveConfig
 from foxlive_core.data.protocol import MarketData
@@ -245,8 +245,12 @@ class TradingEngine:
     models : ModelSet (verified; see :class:`foxlive_core.models.store.ModelStore`)
     store : StateStore
     symbols : the universe (defaults to ``cfg.symbols``)
-    broker_factory : book -> broker with ``set_quotes``, ``submit_orders`` and ``reset``
-        (defaults to a :class:`PaperBroker` account named after the book in the state file)
+    broker_factory : book -> :class:`~foxlive_core.brokers.protocol.Broker` of the live cycles of that book
+        (default: the configured adapter, ``broker.kind``, filling a paper book against ``market``'s quotes)
+
+    The engine uses nothing of a broker but the Broker protocol. A replay
+    simulates execution on an in-memory paper account of its own, whatever
+    broker trades the live book.
     """
 
     def __init__(self, cfg: FoxliveConfig, market: MarketData, models: ModelSet, store: StateStore, symbols=None,
@@ -263,7 +267,7 @@ class TradingEngine:
         if unknown:
             raise DataError(f"symbol(s) {unknown[:10]} are not served by the market data source; fix config/symbols.yaml")
         self.history_bars = cfg.engine.history_bars
-        self._broker_factory = broker_factory or (lambda book: PaperBroker(cfg.broker, store.path, account_id=book))
+        self._broker_factory = broker_factory or (lambda book: open_broker(cfg.broker, book, store.path, market))
         self._brokers: dict = {}
         self._vol_idx = FEATURE_NAMES.index(VOL_FEATURE)
         realtime = getattr(market, "quotes_are_realtime", False)
@@ -271,7 +275,7 @@ class TradingEngine:
 
     # ------------------------------------------------------------------ books
 
-    def broker(self, book: str):
+    def broker(self, book: str) -> Broker:
         if book not in self._brokers:
             self._brokers[book] = self._broker_factory(book)
         return self._brokers[book]
@@ -281,12 +285,11 @@ class TradingEngine:
             self.store.create_book(book, self.cfg.broker.starting_cash)
 
     def reset_book(self, book: str) -> None:
-        """Delete ``book`` and its paper account and start it again with the starting cash.
+        """Delete ``book`` and start it again with the starting cash (a replay book: its execution is simulated).
 
         Call it only while holding the book's lock (:meth:`replay_inputs` does), which the reset keeps.
         """
         self.store.delete_book(book)
-        self.broker(book).reset(self.cfg.broker.starting_cash)
         self.store.create_book(book, self.cfg.broker.starting_cash)
 
     # ------------------------------------------------------------------ inputs
@@ -461,7 +464,6 @@ class TradingEngine:
         else:
             buffers = align_buffers(cfg, state.arrays, state.symbols, self.symbols, len(self.info.families),
                                     self.info.horizon_bars)
-        broker.set_quotes(inputs.quotes)
 
         start = prior.start if prior is not None and prior.start is not None else state.holdings
         portfolio = start.marked(self.symbols, inputs.quotes.mid, inputs.close[-1])
@@ -685,8 +687,7 @@ class TradingEngine:
             attribution = SignalAttribution(self.info.horizons, self.info.horizon_bars, self.info.families)
             if resumed and (saved := self.store.attribution_state(book)) is not None:
                 attribution.restore(saved)
-            broker = PaperBroker(self.cfg.broker, None, account_id=book)
-            broker.load_ledger(state.cash, state.positions)
+            broker, venue = simulated_execution(self.cfg.broker, state.cash, state.positions)
             last = self.store.last_cycle(book) if resumed else None
             summary = ReplaySummary(book=book, start_value=last["portfolio_value"] if last else state.cash,
                                     resumed_after=state.last_cycle_time if resumed else None)
@@ -697,6 +698,7 @@ class TradingEngine:
                         continue
                     if chunk.sessions_before(inp.session) >= commit_sessions:
                         self._commit_chunk(book, state, chunk, attribution, summary)
+                    venue.post(inp.quotes)  # the simulated venue fills the cycle's orders at the quotes it decided on
                     result, record, events = self._step(book, state, inp, broker)
                     chunk.add(inp.session, result, record, events)
                     self._attribute(attribution, result)

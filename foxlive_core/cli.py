@@ -4,8 +4,9 @@
     foxlive run --cycles N [--book B] [--start TIME] [--no-wait]
     foxlive replay --start TIME --end TIME [--book replay]
     foxlive status [--book B]
-    foxlive halt --reason TEXT [--book B] [--operator NAME]
+    foxlive halt --reason TEXT [--mode reducing|stop] [--book B] [--operator NAME]
     foxlive resume --operator NAME --reason TEXT [--book B]
+    foxlive reconcile [--book B] [--accept --operator NAME --reason TEXT]
     foxlive explain SYMBOL [--book B] [--json]
     foxlive attribution [--book B] [--json]
     foxlive demo [--symbols N] [--sessions N]
@@ -27,6 +28,10 @@ import pandas as pd
 from foxlive_core.calendar import ROUND_THE_CLOCK
 from foxlive_core.config import CONFIG_ENV_VAR, bars_per_session, load_config
 from foxlive_core.errors import DataError, FoxliveError, StateError
+from foxlive_core.state import HALT_MODES
+
+TRADING_STATE_MEANS = {"active": "trades freely", "reducing": "only risk-reducing orders",
+                       "halted": "no orders at all"}
 
 
 def _time_arg(text: str) -> pd.Timestamp:
@@ -88,11 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue the book after its last committed cycle instead of restarting it")
     rp.add_argument("--quiet", action="store_true")
 
-    s = sub.add_parser("status", help="book value, positions, halt state, last cycle")
+    s = sub.add_parser("status", help="book value, positions, trading state, last cycle, ledger check")
     s.add_argument("--book")
 
-    h = sub.add_parser("halt", help="halt a book (only risk-reducing orders until resumed)")
+    h = sub.add_parser("halt", help="halt a book until it is resumed")
     h.add_argument("--reason", required=True)
+    h.add_argument("--mode", choices=sorted(HALT_MODES), default="reducing",
+                   help="reducing: only risk-reducing orders (the default, as the kill switch); stop: no orders at all")
     h.add_argument("--book")
     h.add_argument("--operator", default=None)
 
@@ -184,7 +191,8 @@ def cmd_run(cfg, args) -> int:
         c = res.counts
         print(
             f"{res.time}  value {res.portfolio_value:,.2f}  trade {c['TRADE']} hold {c['HOLD']} blocked {c['BLOCKED']}  "
-            f"orders {len(res.orders)}  gross {res.gross_exposure:.3f}" + ("  HALTED: " + res.halt_reason if res.halted else "")
+            f"orders {len(res.orders)}  gross {res.gross_exposure:.3f}"
+            + (f"  {res.trading_state.upper()}: {res.halt_reason}" if res.halted else "")
         )
         nxt = None
     return 0
@@ -247,6 +255,7 @@ def cmd_status(cfg, args) -> int:
     st = store.load(book)
     cycles = store.cycles(book)
     print(f"book {book}  state {cfg.state_path}")
+    print(f"  trading: {st.trading_state} ({TRADING_STATE_MEANS[st.trading_state]})")
     print(f"  halted: {'YES: ' + st.halt_reason + ' (by ' + st.halted_by + ' at ' + str(st.halted_at) + ')' if st.halted else 'no'}")
     print(f"  cycles: {st.cycle_count}  last: {st.last_cycle_time}  models: {st.model_run_id}")
     if len(cycles):
@@ -276,8 +285,10 @@ def cmd_halt(cfg, args) -> int:
     store = StateStore(cfg.state_path)
     book = args.book or cfg.book
     store.create_book(book, cfg.broker.starting_cash)
-    changed = store.halt(book, args.reason, args.operator or getpass.getuser())
-    print(f"book {book} halted: {args.reason}" if changed else f"book {book} was already halted: {store.halt_status(book)[1]}")
+    changed = store.halt(book, args.reason, args.operator or getpass.getuser(), mode=args.mode)
+    state, reason = store.trading_state(book)
+    print(f"book {book} {state} ({TRADING_STATE_MEANS[state]}): {args.reason}" if changed
+          else f"book {book} was already {state}: {reason}")
     return 0
 
 

@@ -40,9 +40,16 @@ from foxlive_core.models.store import ModelSet
 from foxlive_core.pipeline.arbitrate import select_horizon
 from foxlive_core.pipeline.risk_checks import portfolio_risk
 from foxlive_core.portfolio import Holdings, LedgerEntry, fill_entry
-from foxlive_core.state import BookState, CycleRecord, Intent, StateStore, lock_owner
+from foxlive_core.state import (
+    ACTIVE, HALTED, REDUCING, TRADING_STATES, BookState, CycleRecord, Intent, StateStore, lock_owner,
+)
 
 VOL_FEATURE = "vol_20b"
+
+
+def stricter(a: str, b: str) -> str:
+    """The stricter of two trading states (active < reducing < halted)."""
+    return max(a, b, key=TRADING_STATES.index)
 
 
 def client_order_id(book: str, cycle_time: pd.Timestamp, symbol: str, attempt: int = 1) -> str:
@@ -91,12 +98,17 @@ class CycleResult:
     net_exposure: float
     drawdown: float
     daily_return: float
-    halted: bool
+    trading_state: str  # the book's at the end of the cycle: active, reducing or halted (foxlive_core.state)
     halt_reason: str
     model_run_id: str
     horizons: tuple[str, ...]
     families: tuple[str, ...]
     timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def halted(self) -> bool:
+        """Whether the book ended the cycle not active."""
+        return self.trading_state != ACTIVE
 
     @property
     def counts(self) -> dict[str, int]:
@@ -163,10 +175,14 @@ class ReplaySummary:
     counts: dict = field(default_factory=lambda: {"TRADE": 0, "HOLD": 0, "BLOCKED": 0})
     end_value: float | None = None
     commits: int = 0
-    halted: bool = False
+    trading_state: str = ACTIVE
     halt_reason: str = ""
     elapsed_s: float = 0.0
     last: CycleResult | None = None
+
+    @property
+    def halted(self) -> bool:
+        return self.trading_state != ACTIVE
 
     def add(self, result: CycleResult) -> None:
         self.cycles += 1
@@ -422,7 +438,8 @@ class TradingEngine:
             t0 = _time.perf_counter()
             table = CycleTableWriter(self.symbols, self.info.horizons, self.info.families, self.cfg.engine.trace)
             table.add(t, result.model_run_id, result.decision, result.decision.trace)
-            result.halted, result.halt_reason = self.store.commit_cycles(state, [record], table.to_parquet(book), events)
+            result.trading_state, result.halt_reason = self.store.commit_cycles(state, [record], table.to_parquet(book),
+                                                                                events)
             result.timings_ms["commit_ms"] = (_time.perf_counter() - t0) * 1e3
             return result
 
@@ -476,12 +493,13 @@ class TradingEngine:
 
         t2 = _time.perf_counter()
         decision = decide(cfg, self.info, inputs, buffers, portfolio, state.halted, self.quote_max_age_s)
-        halted = state.halted
-        if not halted and self.store.halt_status(book)[0]:
+        trading = stricter(state.trading_state, self.store.trading_state(book)[0])
+        if trading == REDUCING and not state.halted:
             # A halt set while this cycle decided (by an operator or a sensor) binds the orders not yet sent:
             # decide again as halted (decide is pure: same inputs and buffers), so only risk-reducing orders go out.
-            halted = True
             decision = decide(cfg, self.info, inputs, buffers, portfolio, True, self.quote_max_age_s)
+        if trading == HALTED:
+            decision = self._stopped(decision)
         t3 = _time.perf_counter()
         timings["stages_ms"] = (t3 - t2) * 1e3
         orders, earlier = self._orders(book, t, decision.shares, prior)
@@ -507,7 +525,7 @@ class TradingEngine:
             book=book, time=t, symbols=self.symbols, decision=decision,
             orders=[i.request() for i in earlier] + orders, results=[i.result() for i in earlier] + sent,
             portfolio_value=after.value, cash=state.cash, gross_exposure=gross, net_exposure=net,
-            drawdown=risk.drawdown, daily_return=risk.daily_return, halted=halted or state.halted,
+            drawdown=risk.drawdown, daily_return=risk.daily_return, trading_state=stricter(trading, state.trading_state),
             halt_reason=state.halt_reason, model_run_id=self.info.run_id, horizons=self.info.horizons,
             families=self.info.families, timings_ms=timings,
         )
@@ -582,11 +600,26 @@ class TradingEngine:
                 shares[i] = done
         return dataclasses.replace(decision, decision=verdict, reason=reason, shares=shares), booked
 
+    @staticmethod
+    def _stopped(decision: Decision) -> Decision:
+        """The decision of a halted book: no order at all (every decided trade BLOCKED as ``book_halted``)."""
+        stop = decision.shares != 0
+        if not stop.any():
+            return decision
+        return dataclasses.replace(
+            decision,
+            decision=np.where(stop, BLOCKED, decision.decision).astype(object),
+            reason=np.where(stop, "book_halted", decision.reason).astype(object),
+            shares=np.where(stop, 0, decision.shares),
+            target_weight=np.where(stop, decision.trace["current_weight"], decision.target_weight),
+        )
+
     def _check_kill_switch(self, state: BookState, value: float, events: list, when: str) -> None:
+        """The kill switch: a daily-loss or drawdown breach makes an active book ``reducing``."""
         rk = self.cfg.risk
         risk = portfolio_risk(value, state.start_of_day_value, state.high_water_mark, 0.0, 0.0, rk.daily_loss_limit, rk.drawdown_limit)
         if risk.breach and not state.halted:
-            state.halted = True
+            state.trading_state = REDUCING
             state.halt_reason = f"{risk.reason}: {risk.detail}"
             state.halted_at = datetime.now(timezone.utc).isoformat()
             state.halted_by = "engine"
@@ -612,6 +645,7 @@ class TradingEngine:
                  "alpha_bps": float(alpha[i]) if np.isfinite(alpha[i]) else None}
                 for i in top
             ],
+            "trading_state": r.trading_state,
             "halt_reason": r.halt_reason,
         }
         orders = [
@@ -715,11 +749,11 @@ class TradingEngine:
 
     def _commit_chunk(self, book: str, state: BookState, chunk: _Chunk, attribution: SignalAttribution,
                       summary: ReplaySummary) -> None:
-        halted, reason = self.store.commit_cycles(state, chunk.records, chunk.table.to_parquet(book), chunk.events,
-                                                  attribution.snapshot())
+        trading, reason = self.store.commit_cycles(state, chunk.records, chunk.table.to_parquet(book), chunk.events,
+                                                   attribution.snapshot())
         # A halt set from outside (an operator, a sensor) binds the rest of the replay as it binds a live book.
-        state.halted, state.halt_reason = halted, reason
-        summary.halted, summary.halt_reason = halted, reason
+        state.trading_state, state.halt_reason = trading, reason
+        summary.trading_state, summary.halt_reason = trading, reason
         summary.commits += 1
         chunk.clear()
 

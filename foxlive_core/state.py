@@ -34,6 +34,9 @@ always at one version or the next, never half way:
   sends it (:meth:`StateStore.record_intents`), so that a run after a crash
   asks the broker about every order of a cycle that was never committed
   (:meth:`StateStore.open_intents`, :meth:`StateStore.resolve_intents`).
+- v4, trading states. The ``halted`` flag becomes ``trading_state``:
+  ``active``; ``reducing`` (only risk-reducing orders: what ``halted`` meant,
+  so a halted book becomes reducing); ``halted`` (no orders at all).
 """
 
 from __future__ import annotations
@@ -232,11 +235,25 @@ def _v3_intents(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# A book's trading states, from free to stopped (see the module doc, v4).
+ACTIVE, REDUCING, HALTED = "active", "reducing", "halted"
+TRADING_STATES = (ACTIVE, REDUCING, HALTED)
+HALT_MODES = {"reducing": REDUCING, "stop": HALTED}  # what an operator asks for -> the state it sets
+
+
+def _v4_trading_states(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE book_state ADD COLUMN trading_state TEXT NOT NULL DEFAULT 'active' "
+                 "CHECK (trading_state IN ('active', 'reducing', 'halted'))")
+    conn.execute("UPDATE book_state SET trading_state='reducing' WHERE halted=1")
+    conn.execute("ALTER TABLE book_state DROP COLUMN halted")
+
+
 # (version, what it changes, how), in order; a store is opened at the last version.
 MIGRATIONS = (
     (1, "the schema before versioning; pre-3c5219a decisions and last_traces kept as *_v0", _v1_schema_before_versioning),
     (2, "the append-only ledger, seeded with each book's opening balance", _v2_ledger),
     (3, "order intents recorded before a live cycle sends its orders", _v3_intents),
+    (4, "trading states active / reducing / halted instead of the halted flag", _v4_trading_states),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -369,7 +386,7 @@ class BookState:
     session_date: str | None
     last_cycle_time: pd.Timestamp | None
     cycle_count: int
-    halted: bool
+    trading_state: str
     halt_reason: str
     halted_at: str | None
     halted_by: str
@@ -380,6 +397,11 @@ class BookState:
     @property
     def cash(self) -> float:
         return self.holdings.cash
+
+    @property
+    def halted(self) -> bool:
+        """Whether the book is not active (reducing or halted)."""
+        return self.trading_state != ACTIVE
 
     @property
     def positions(self) -> dict[str, tuple[int, float]]:
@@ -405,7 +427,7 @@ class CycleRecord:
     n_fills: int
     fees: float
     traded_notional: float
-    halted: bool  # whether the book ended the cycle halted, as the engine saw it
+    halted: bool  # whether the book ended the cycle not active, as the engine saw it
     summary: dict
     orders: list[tuple]  # (client_order_id, symbol, side, quantity, filled, status, price, fee, reject_reason)
     ledger: tuple[LedgerEntry, ...] = ()  # the cycle's fills not yet in the ledger, in the order they were booked
@@ -463,7 +485,7 @@ class StateStore:
 
     def load(self, book: str) -> BookState:
         row = self._conn.execute(
-            "SELECT cash, high_water_mark, start_of_day_value, session_date, last_cycle_time, cycle_count, halted, "
+            "SELECT cash, high_water_mark, start_of_day_value, session_date, last_cycle_time, cycle_count, trading_state, "
             "halt_reason, halted_at, halted_by, symbols, model_run_id FROM book_state WHERE book=?",
             (book,),
         ).fetchone()
@@ -482,7 +504,7 @@ class StateStore:
             session_date=row[3],
             last_cycle_time=pd.Timestamp(row[4]) if row[4] else None,
             cycle_count=int(row[5]),
-            halted=bool(row[6]),
+            trading_state=row[6],
             halt_reason=row[7],
             halted_at=row[8],
             halted_by=row[9],
@@ -505,13 +527,13 @@ class StateStore:
         appended to the book's ledger, whose fold ``state.holdings`` must be),
         ``columns`` their decisions and traces as one :mod:`foxlive_core.cycle_table` Parquet table,
         ``attribution_state`` a replay's running signal attribution (to resume
-        it). Returns the stored (halted, reason).
+        it). Returns the stored (trading state, halt reason).
 
         Refuses (StateError) a cycle already committed for this book, so a
-        cycle can never be applied twice. The halt flag is not taken from
+        cycle can never be applied twice. The trading state is not taken from
         ``state``: a ``halt`` event in ``events`` (the engine's kill switch)
-        halts the book unless a halt already stands; otherwise the stored flag
-        is kept as it is (set or resumed by an operator while the cycles ran).
+        makes an active book ``reducing``; otherwise the stored state is kept
+        as it is (set or resumed by an operator while the cycles ran).
         """
         if not records:
             raise StateError(f"book {state.book!r}: nothing to commit")
@@ -537,13 +559,16 @@ class StateStore:
                 ),
             )
             if trip is not None and not c.execute(
-                "UPDATE book_state SET halted=1, halt_reason=?, halted_at=?, halted_by=? WHERE book=? AND halted=0",
-                (trip[2], now, trip[1], state.book),
+                "UPDATE book_state SET trading_state=?, halt_reason=?, halted_at=?, halted_by=? "
+                "WHERE book=? AND trading_state=?",
+                (REDUCING, trip[2], now, trip[1], state.book, ACTIVE),
             ).rowcount:
                 # A halt already stands: the kill switch changed nothing, so it records no second halt
                 # (the risk sensor keys each halt by its event).
                 events = [e for e in events if e is not trip]
-            halted, reason = c.execute("SELECT halted, halt_reason FROM book_state WHERE book=?", (state.book,)).fetchone()
+            trading_state, reason = c.execute("SELECT trading_state, halt_reason FROM book_state WHERE book=?",
+                                              (state.book,)).fetchone()
+            halted = trading_state != ACTIVE
             c.execute("DELETE FROM book_positions WHERE book=?", (state.book,))
             c.executemany(
                 "INSERT INTO book_positions (book, symbol, quantity, avg_price) VALUES (?, ?, ?, ?)",
@@ -588,7 +613,7 @@ class StateStore:
                     "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, ?, ?, ?, ?)",
                     (state.book, now, kind, actor, reason_text, json.dumps(details, default=str)),
                 )
-        return bool(halted), reason
+        return trading_state, reason
 
     # ------------------------------------------------------------------ order intents (crash safety)
 
@@ -696,53 +721,67 @@ class StateStore:
 
     # ------------------------------------------------------------------ halt / resume
 
-    def halt(self, book: str, reason: str, actor: str, details: dict | None = None) -> bool:
-        """Set the halt flag (persisted). Returns False if the book was already halted (reason kept)."""
+    def halt(self, book: str, reason: str, actor: str, details: dict | None = None, mode: str = "reducing") -> bool:
+        """Halt ``book``: ``mode`` 'reducing' (only risk-reducing orders) or 'stop' (state ``halted``: no orders).
+
+        Returns True when the state changed: an active book halts, a reducing
+        one is stopped. A standing halt at least as strict is kept with its
+        reason (returns False); nothing here makes a book less strict.
+        """
         if not reason.strip():
             raise StateError("a halt needs a reason; say why trading stops")
+        if mode not in HALT_MODES:
+            raise StateError(f"halt mode {mode!r} is not one of {sorted(HALT_MODES)}")
+        target = HALT_MODES[mode]
         now = utcnow().isoformat()
         with self.transaction() as c:
-            row = c.execute("SELECT halted FROM book_state WHERE book=?", (book,)).fetchone()
+            row = c.execute("SELECT trading_state, halt_reason FROM book_state WHERE book=?", (book,)).fetchone()
             if row is None:
                 raise StateError(f"book {book!r} does not exist; known books: {self.books()}")
-            if row[0]:
+            if TRADING_STATES.index(row[0]) >= TRADING_STATES.index(target):
                 return False
             c.execute(
-                "UPDATE book_state SET halted=1, halt_reason=?, halted_at=?, halted_by=?, updated_at=? WHERE book=?",
-                (reason, now, actor, now, book),
+                "UPDATE book_state SET trading_state=?, halt_reason=?, halted_at=?, halted_by=?, updated_at=? WHERE book=?",
+                (target, reason, now, actor, now, book),
             )
+            previous = {} if row[0] == ACTIVE else {"previous_state": row[0], "previous_reason": row[1]}
             c.execute(
                 "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, 'halt', ?, ?, ?)",
-                (book, now, actor, reason, json.dumps(details or {}, default=str)),
+                (book, now, actor, reason, json.dumps({"trading_state": target, **previous, **(details or {})}, default=str)),
             )
         return True
 
     def resume(self, book: str, operator: str, reason: str) -> bool:
-        """Clear the halt flag: the only way it is cleared. Returns False if the book was not halted."""
+        """Make ``book`` active again: the only way a halt is cleared. Returns False if the book was active."""
         if not operator.strip() or not reason.strip():
             raise StateError("resuming a book needs an operator and a reason (who resumes it, and why)")
         now = utcnow().isoformat()
         with self.transaction() as c:
-            row = c.execute("SELECT halted, halt_reason FROM book_state WHERE book=?", (book,)).fetchone()
+            row = c.execute("SELECT trading_state, halt_reason FROM book_state WHERE book=?", (book,)).fetchone()
             if row is None:
                 raise StateError(f"book {book!r} does not exist; known books: {self.books()}")
-            if not row[0]:
+            if row[0] == ACTIVE:
                 return False
             c.execute(
-                "UPDATE book_state SET halted=0, halt_reason='', halted_at=NULL, halted_by='', updated_at=? WHERE book=?",
-                (now, book),
+                "UPDATE book_state SET trading_state=?, halt_reason='', halted_at=NULL, halted_by='', updated_at=? "
+                "WHERE book=?",
+                (ACTIVE, now, book),
             )
             c.execute(
                 "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, 'resume', ?, ?, ?)",
-                (book, now, operator, reason, json.dumps({"cleared_halt_reason": row[1]})),
+                (book, now, operator, reason, json.dumps({"cleared_halt_reason": row[1], "cleared_state": row[0]})),
             )
         return True
 
+    def trading_state(self, book: str) -> tuple[str, str]:
+        """(trading state, halt reason) of ``book``; an unknown book is active."""
+        row = self._conn.execute("SELECT trading_state, halt_reason FROM book_state WHERE book=?", (book,)).fetchone()
+        return (ACTIVE, "") if row is None else (row[0], row[1])
+
     def halt_status(self, book: str) -> tuple[bool, str]:
-        row = self._conn.execute("SELECT halted, halt_reason FROM book_state WHERE book=?", (book,)).fetchone()
-        if row is None:
-            return False, ""
-        return bool(row[0]), row[1]
+        """(whether ``book`` is not active, the halt's reason)."""
+        state, reason = self.trading_state(book)
+        return state != ACTIVE, reason
 
     # ------------------------------------------------------------------ locks
 

@@ -94,6 +94,8 @@ def test_a_v0_file_opens_migrated_with_its_old_tables_kept_as_v0(tmp_path):
         assert conn.execute("SELECT symbol, reason, shares FROM decisions_v0").fetchall() == [("AAA", "enter_long", 10)]
     state = store.load("live")
     assert (state.cash, state.cycle_count, state.halt_reason, state.halted_by) == (99200.5, 1, "manual stop", "alice")
+    assert state.trading_state == "reducing"  # v0's halted flag meant: only risk-reducing orders
+    assert store.check_ledger("live") == []  # the opening balance entered in the ledger folds to the book
     assert state.positions == {"AAA": (10, 101.5), "BBB": (-4, 55.25)}
     assert store.cycles("live")["n_orders"].tolist() == [2]
     assert store.decisions("live").empty  # the old per-symbol rows are not read as columnar decisions

@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--operator", required=True)
     rs.add_argument("--book")
 
+    rc = sub.add_parser("reconcile", help="compare the broker's positions and cash with the book; accept the broker's view")
+    rc.add_argument("--book")
+    rc.add_argument("--accept", action="store_true",
+                    help="make the book what the broker reports (ledger adjustments; needs --operator and --reason)")
+    rc.add_argument("--operator", default=None)
+    rc.add_argument("--reason", default=None)
+
     e = sub.add_parser("explain", help="why a symbol did what it did in a cycle of the book (default: the last)")
     e.add_argument("symbol")
     e.add_argument("--book")
@@ -302,6 +309,46 @@ def cmd_resume(cfg, args) -> int:
     return 0
 
 
+def cmd_reconcile(cfg, args) -> int:
+    """Recover crashed cycles' fills, then show where the broker and the book differ; --accept books the broker's view.
+
+    Exit status 0 when they agree (or the broker's view was accepted), 1 when differences remain.
+    """
+    from foxlive_core.brokers import open_broker
+    from foxlive_core.reconcile import accept_broker_view, reconcile, recover
+    from foxlive_core.state import StateStore
+
+    store = StateStore(cfg.state_path)
+    book = args.book or cfg.book
+    if not store.exists(book):
+        raise StateError(f"book {book!r} has no state in {cfg.state_path}; known books: {store.books()}")
+    if args.accept and not ((args.operator or "").strip() and (args.reason or "").strip()):
+        raise StateError("reconcile --accept needs --operator and --reason: who accepts the broker's view, and why")
+    tolerance = cfg.broker.reconcile_cash_tolerance
+    broker = open_broker(cfg.broker, book, cfg.state_path)
+    with store.locked(book):  # no cycle of the book runs while it is compared or corrected
+        recovered = recover(store, book, broker)
+        if recovered:
+            print(f"booked {len(recovered)} fill(s) of cycles that crashed before their commit")
+        found = reconcile(store.load(book).holdings, broker, tolerance)
+        if not found:
+            state = store.load(book)
+            print(f"book {book}: the broker agrees with the book ({len(state.positions)} positions, cash {state.cash:,.2f})")
+            return 0
+        print(f"book {book}: {len(found)} difference(s) between the book and the broker ({cfg.broker.kind}):")
+        for line in found:
+            print(f"  {line}")
+        if not args.accept:
+            print(f"accept the broker's view with: foxlive reconcile --book {book} --accept --operator NAME --reason TEXT")
+            return 1
+        _, entries = accept_broker_view(store, book, broker, args.operator, args.reason, tolerance)
+    print(f"accepted the broker's view: {len(entries)} ledger adjustment(s) by {args.operator}: {args.reason}")
+    state, reason = store.trading_state(book)
+    if state != "active":
+        print(f"the book stays {state} ({reason}) until `foxlive resume --book {book}`")
+    return 0
+
+
 def cmd_explain(cfg, args) -> int:
     from foxlive_core.explain import render, to_json, trace_row
     from foxlive_core.state import StateStore
@@ -402,6 +449,7 @@ COMMANDS = {
     "status": cmd_status,
     "halt": cmd_halt,
     "resume": cmd_resume,
+    "reconcile": cmd_reconcile,
     "explain": cmd_explain,
     "attribution": cmd_attribution,
     "demo": cmd_demo,

@@ -277,6 +277,7 @@ class BrokerConfig:
     max_fill_fraction_of_displayed: float = num(**_rng(0.0, 1000.0, lo_open=True))
     short_margin: float = num(**_rng(0.0, 10.0))
     kind: str = num("paper", **_choice(*BROKER_KINDS))
+    reconcile_cash_tolerance: float = num(0.01, **_rng(0.0))
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,14 @@ from foxlive_core.config import FoxliveConfig
 from foxlive_core.data.protocol import MarketData
 from foxlive_core.data.types import BarPanel
 from foxlive_core.decide import BLOCKED, HOLD, TRADE, CycleInputs, Decision, ModelInfo, Portfolio, align_buffers, decide
-from foxlive_core.errors import DataError, StateError
+from foxlive_core.errors import BrokerError, DataError, StateError
 from foxlive_core.cycle_table import CycleTableWriter
 from foxlive_core.features import FEATURE_NAMES, build_features, fill_missing_bars, required_history_bars
 from foxlive_core.models.store import ModelSet
 from foxlive_core.pipeline.arbitrate import select_horizon
 from foxlive_core.pipeline.risk_checks import portfolio_risk
 from foxlive_core.portfolio import Holdings, LedgerEntry, fill_entry
+from foxlive_core.reconcile import reconcile, recover
 from foxlive_core.state import (
     ACTIVE, HALTED, REDUCING, TRADING_STATES, BookState, CycleRecord, Intent, StateStore, lock_owner,
 )
@@ -395,8 +396,11 @@ class TradingEngine:
         are applied once. The book's lock keeps cycles of one book from
         overlapping. Before anything else the orders of cycles that were never
         committed (the process died) are resolved at the broker
-        (:meth:`recover`). The cycle records its orders as intents in the store
-        before it sends them.
+        (:func:`foxlive_core.reconcile.recover`); then the broker's positions
+        and cash are compared with the book's, and any difference (or a broker
+        that cannot report them) halts the book: the cycle runs and commits,
+        but sends nothing. The cycle records its orders as intents in the
+        store before it sends them.
 
         A cycle that runs again after its earlier run crashed decides from the
         book as the cycle began (the ledger without that cycle's recovered
@@ -409,7 +413,7 @@ class TradingEngine:
         self.ensure_book(book)
         broker = self.broker(book)
         with self.store.locked(book, owner=lock_owner(t.isoformat())):
-            self.recover(book, broker)
+            recover(self.store, book, broker)
             if self.store.cycle_done(book, t):
                 raise StateError(f"book {book!r}: the cycle at {t} has already run; cycles are applied once")
             state = self.store.load(book)
@@ -424,6 +428,7 @@ class TradingEngine:
                     f"book {book!r}: cycle time {t} is before {recovered}, whose crashed run left fills in the ledger; "
                     f"run the cycle at {recovered} or a later one"
                 )
+            self._reconcile(book, state, broker)
             prior = self._prior_runs(book, t)
             t0 = _time.perf_counter()
             if inputs is None:
@@ -443,19 +448,18 @@ class TradingEngine:
             result.timings_ms["commit_ms"] = (_time.perf_counter() - t0) * 1e3
             return result
 
-    def recover(self, book: str, broker) -> list[LedgerEntry]:
-        """Resolve the intents of ``book``'s never-committed cycles at ``broker``; returns the fills booked.
-
-        Each open intent's client order id is looked up (``broker.order``):
-        every fill found is booked once into the ledger with a ``recovered_fill``
-        event, and every intent is marked with the broker's answer. Nothing is
-        re-decided, so what was executed is booked whatever a later run decides.
-        """
-        intents = self.store.open_intents(book)
-        if not intents:
-            return []
-        outcomes = [(intent, broker.order(intent.client_order_id)) for intent in intents]
-        return self.store.resolve_intents(book, outcomes, "recovery")
+    def _reconcile(self, book: str, state: BookState, broker: Broker) -> None:
+        """Compare the broker's positions and cash with the book; any difference halts it (no orders at all)."""
+        try:
+            found = reconcile(state.holdings, broker, self.cfg.broker.reconcile_cash_tolerance)
+        except BrokerError as exc:
+            found = [str(exc)]
+        if not found:
+            return
+        shown = "; ".join(found[:10]) + (f"; and {len(found) - 10} more" if len(found) > 10 else "")
+        self.store.halt(book, f"reconciliation: the broker differs from the book: {shown}", "reconciliation",
+                        {"differences": found}, mode="stop")
+        state.trading_state, state.halt_reason = self.store.trading_state(book)
 
     def _prior_runs(self, book: str, t: pd.Timestamp) -> _PriorRuns:
         """What earlier, crashed runs of the cycle at ``t`` left: the broker's answers and the book before them."""

@@ -673,11 +673,7 @@ class StateStore:
         now = utcnow().isoformat()
         booked: list[LedgerEntry] = []
         with self.transaction() as c:
-            cash = c.execute("SELECT cash FROM book_state WHERE book=?", (book,)).fetchone()
-            if cash is None:
-                raise StateError(f"book {book!r} does not exist; known books: {self.books()}")
-            holdings = Holdings(cash[0], {s: (q, p) for s, q, p in c.execute(
-                "SELECT symbol, quantity, avg_price FROM book_positions WHERE book=?", (book,))})
+            holdings = self._stored_holdings(c, book)
             for intent, result in outcomes:
                 fill = None if result is None else result.fill
                 if fill is not None and c.execute("SELECT 1 FROM ledger WHERE book=? AND client_order_id=?",
@@ -700,10 +696,7 @@ class StateStore:
                      result.reject_reason, now, book, intent.client_order_id),
                 )
             insert_ledger_entries(c, book, booked)
-            c.execute("UPDATE book_state SET cash=?, updated_at=? WHERE book=?", (holdings.cash, now, book))
-            c.execute("DELETE FROM book_positions WHERE book=?", (book,))
-            c.executemany("INSERT INTO book_positions (book, symbol, quantity, avg_price) VALUES (?, ?, ?, ?)",
-                          [(book, s, q, p) for s, (q, p) in holdings.positions.items()])
+            self._store_holdings(c, book, holdings, now)
             counts = {status: sum(1 for i, r in outcomes if (r.status if r else "not_submitted") == status)
                       for status in (*ANSWERED, "not_submitted")}
             c.execute(
@@ -713,6 +706,34 @@ class StateStore:
                  json.dumps({"cycles": sorted({_iso(i.cycle_time) for i, _ in outcomes}), "counts": counts})),
             )
         return booked
+
+    def adjust(self, book: str, entries: list[LedgerEntry], event: tuple[str, str, str, dict]) -> None:
+        """Append ``entries`` to ``book``'s ledger, fold them into its cash and positions and record ``event``
+        ((kind, actor, reason, details)), in one transaction."""
+        now = utcnow().isoformat()
+        with self.transaction() as c:
+            holdings = self._stored_holdings(c, book)
+            for entry in entries:
+                holdings.apply(entry)
+            insert_ledger_entries(c, book, entries)
+            self._store_holdings(c, book, holdings, now)
+            kind, actor, reason, details = event
+            c.execute("INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, ?, ?, ?, ?)",
+                      (book, now, kind, actor, reason, json.dumps(details, default=str)))
+
+    def _stored_holdings(self, c: sqlite3.Connection, book: str) -> Holdings:
+        cash = c.execute("SELECT cash FROM book_state WHERE book=?", (book,)).fetchone()
+        if cash is None:
+            raise StateError(f"book {book!r} does not exist; known books: {self.books()}")
+        return Holdings(cash[0], {s: (q, p) for s, q, p in c.execute(
+            "SELECT symbol, quantity, avg_price FROM book_positions WHERE book=?", (book,))})
+
+    @staticmethod
+    def _store_holdings(c: sqlite3.Connection, book: str, holdings: Holdings, now: str) -> None:
+        c.execute("UPDATE book_state SET cash=?, updated_at=? WHERE book=?", (holdings.cash, now, book))
+        c.execute("DELETE FROM book_positions WHERE book=?", (book,))
+        c.executemany("INSERT INTO book_positions (book, symbol, quantity, avg_price) VALUES (?, ?, ?, ?)",
+                      [(book, s, q, p) for s, (q, p) in holdings.positions.items()])
 
     def holdings_at_start(self, book: str, cycle_time) -> Holdings:
         """The fold of ``book``'s ledger without the fills of the cycle at ``cycle_time``: the book as that cycle began."""

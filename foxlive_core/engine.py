@@ -506,11 +506,11 @@ class TradingEngine:
             decision = self._stopped(decision)
         t3 = _time.perf_counter()
         timings["stages_ms"] = (t3 - t2) * 1e3
-        orders, earlier = self._orders(book, t, decision.shares, prior)
+        orders, earlier, standing = self._orders(book, t, decision.shares, prior)
         if orders and record_intents is not None:
             record_intents(orders)
         sent = broker.submit_orders(orders) if orders else []
-        decision, booked = self._apply_fills(state, earlier, sent, decision, t)
+        decision, booked = self._apply_fills(state, earlier, standing, sent, decision, t)
         t4 = _time.perf_counter()
         timings["execution_ms"] = (t4 - t3) * 1e3
 
@@ -536,46 +536,49 @@ class TradingEngine:
         return result, self._record(result, booked), events
 
     def _orders(self, book: str, t: pd.Timestamp, shares: np.ndarray, prior: _PriorRuns | None):
-        """The orders to send for the decided ``shares`` (N,), and the earlier runs' answered intents that stand.
+        """(orders to send, earlier runs' answered intents, the ids of those that stand for a decided order).
 
-        Without earlier runs: one order per symbol with shares. After them, per
-        symbol: an answered intent equal to the decided order stands for it
-        (nothing is sent); otherwise the fills of earlier runs count towards
-        the decided shares and the rest is sent, if it goes the decided way.
+        Without earlier runs: one order per symbol with ``shares`` (N,). After
+        them, per symbol: an answered intent equal to the decided order stands
+        for it (nothing is sent); otherwise the fills of earlier runs count
+        towards the decided shares and the rest is sent, if it goes the
+        decided way. Every answered intent of the universe is part of the
+        cycle's record (the broker saw it in this cycle).
         """
         attempt = prior.attempt if prior is not None else 1
         answered: dict[str, list] = {}
         for intent in prior.answered if prior is not None else ():
             answered.setdefault(intent.symbol, []).append(intent)
-        orders, earlier = [], []
+        orders, earlier, standing = [], [], set()
         for s, q in zip(self.symbols, shares.tolist()):
             side = "buy" if q > 0 else "sell"
             before = answered.get(s, [])
+            earlier += before
             same = next((i for i in before if q != 0 and i.side == side and i.quantity == abs(q)), None)
-            earlier += [i for i in before if i.filled_quantity and i is not same]
             if same is not None:
-                earlier.append(same)
+                standing.add(same.client_order_id)
                 continue
             rest = q - sum(i.signed_filled for i in before)
             if rest != 0 and (rest > 0) == (q > 0) and q != 0:
                 side = "buy" if rest > 0 else "sell"
                 orders.append(OrderRequest(client_order_id(book, t, s, attempt), s, side, abs(rest), t.to_pydatetime()))
-        return orders, earlier
+        return orders, earlier, standing
 
     def _portfolio(self, state: BookState, inputs: CycleInputs) -> Portfolio:
         """The book's holdings over the universe, marked at the cycle's mids (else last closes)."""
         return state.holdings.marked(self.symbols, inputs.quotes.mid, inputs.close[-1])
 
-    def _apply_fills(self, state: BookState, earlier: list[Intent], sent: list[OrderResult], decision: Decision,
-                     cycle_time: pd.Timestamp) -> tuple[Decision, list[LedgerEntry]]:
+    def _apply_fills(self, state: BookState, earlier: list[Intent], standing: set[str], sent: list[OrderResult],
+                     decision: Decision, cycle_time: pd.Timestamp) -> tuple[Decision, list[LedgerEntry]]:
         """Book the fills of ``sent`` into the book's holdings; returns the decision as executed and the new entries.
 
         ``earlier`` are the answers of crashed runs of this cycle (their fills
-        are in the ledger already). Per symbol: nothing filled and an order
-        rejected turns it BLOCKED (``broker_<reason>``, no shares); a fill of
-        other than the decided shares keeps what was filled (reason
-        ``..._partial_fill``, or ``..._after_recovered_fill`` when an earlier
-        run's fill made the difference).
+        are in the ledger already), ``standing`` the ids of those that stand
+        for this run's decided orders. Per symbol: nothing filled and this
+        run's order rejected turns it BLOCKED (``broker_<reason>``, no shares);
+        a fill of other than the decided shares keeps what was filled (reason
+        ``..._partial_fill``, or ``..._after_recovered_fill`` when a fill of an
+        earlier run's other order made the difference).
         """
         if not earlier and not sent:
             return decision, []
@@ -583,17 +586,19 @@ class TradingEngine:
         booked = []
         filled: dict[str, int] = {}
         rejected: dict[str, str] = {}
-        for r in [i.result() for i in earlier] + sent:
+        own = [i.result() for i in earlier if i.client_order_id in standing] + sent  # this run's decided orders
+        for r in own:
             if r.fill is None:
                 rejected.setdefault(r.symbol, r.reject_reason)
-                continue
-            filled[r.symbol] = filled.get(r.symbol, 0) + r.fill.signed_quantity
+        for r in [i.result() for i in earlier] + sent:
+            if r.fill is not None:
+                filled[r.symbol] = filled.get(r.symbol, 0) + r.fill.signed_quantity
         for r in sent:
             if r.fill is not None:
                 entry = fill_entry(r.fill, cycle_time, "cycle")
                 state.holdings.apply(entry)
                 booked.append(entry)
-        recovered = {i.symbol for i in earlier if i.filled_quantity}
+        recovered = {i.symbol for i in earlier if i.filled_quantity and i.client_order_id not in standing}
         for symbol in rejected.keys() | filled.keys():
             i = self._column[symbol]
             done = filled.get(symbol, 0)

@@ -816,7 +816,7 @@ class StateStore:
         """
         now = utcnow()
         expires = now + pd.Timedelta(seconds=ttl_seconds)
-        with self.transaction() as c:
+        with self._lock_transaction() as c:
             row = c.execute("SELECT owner, acquired_at, expires_at FROM book_locks WHERE book=?", (book,)).fetchone()
             if row is not None and row[0] != owner:
                 dead = owner_is_dead(row[0])
@@ -837,8 +837,19 @@ class StateStore:
             )
 
     def release_lock(self, book: str, owner: str) -> None:
-        with self.transaction() as c:
+        with self._lock_transaction() as c:
             c.execute("DELETE FROM book_locks WHERE book=? AND owner=?", (book, owner))
+
+    @contextmanager
+    def _lock_transaction(self):
+        """A transaction not synced to disk on its own: a lock row lost in a power cut belongs to a process
+        that died with it (and a dead owner's lock is taken over), and the next synced commit carries it."""
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self.transaction() as c:
+                yield c
+        finally:
+            self._conn.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
     def locked(self, book: str, owner: str | None = None, ttl_seconds: float = 600.0):

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 
 from foxlive_core.engine import TradingEngine
-from foxlive_core.errors import StateError
+from foxlive_core.errors import BrokerError, StateError
 from foxlive_core.state import StateStore
 from tests.conftest import ACTIVE
 from tests.core.test_engine import DAY1, bar_times
@@ -290,6 +290,57 @@ def test_a_crashed_rerun_with_the_same_inputs_equals_the_uninterrupted_cycle_ord
     assert_same_book(restart.store, "whole", "crashed")
     # the re-run sent nothing: the broker's answers to the crashed run stand for its orders
     assert rows(restart, "SELECT COUNT(*) FROM paper_orders WHERE client_order_id LIKE 'crashed:%:2'") == [(0,)]
+
+
+def test_a_crashed_rerun_keeps_the_brokers_partial_fills_and_rejections_as_answered(engine_home):
+    """Thin displayed size: orders fill in part or are refused; the re-run takes those answers, sends nothing."""
+    engine = engine_home({**ACTIVE, "broker": {"max_fill_fraction_of_displayed": 0.002}})
+    inputs = cycle_inputs(engine)
+    engine.replay_inputs("probe", inputs[:80])
+    first = int(np.flatnonzero(engine.store.cycles("probe")["n_orders"].to_numpy())[0])
+    t = inputs[first].time
+    for book in ("thin_whole", "thin_crashed"):
+        engine.replay_inputs(book, inputs[:first])
+    engine.run_cycle("thin_whole", t, inputs[first])
+    statuses = set(engine.store.orders("thin_whole")["status"])
+    assert statuses & {"partially_filled", "rejected"}, statuses  # the case this test is about
+
+    def crash():
+        child = fresh_engine(engine)
+        arm(child, "thin_crashed", "after_submit", t)
+        child.run_cycle("thin_crashed", t, inputs[first])
+
+    assert killed(in_child(crash))
+    restart = fresh_engine(engine)
+    restart.run_cycle("thin_crashed", t, inputs[first])
+    assert_same_book(restart.store, "thin_whole", "thin_crashed")
+    assert rows(restart, "SELECT COUNT(*) FROM paper_orders WHERE client_order_id LIKE 'thin_crashed:%:2'") == [(0,)]
+    assert_every_fill_booked_once_and_no_order_sent_twice(restart, "thin_crashed")
+
+
+def test_a_broker_that_cannot_answer_during_recovery_stops_the_cycle_before_anything_is_sent(crash_setup):
+    engine, inputs, first = crash_setup
+    t = inputs[first].time
+    engine.replay_inputs("unreachable", inputs[:first])
+
+    def crash():
+        child = fresh_engine(engine)
+        arm(child, "unreachable", "after_submit", t)
+        child.run_cycle("unreachable", t, inputs[first])
+
+    assert killed(in_child(crash))
+    sent = rows(engine, "SELECT COUNT(*) FROM paper_orders WHERE account_id='unreachable'")
+    restart = fresh_engine(engine)
+    broker = restart.broker("unreachable")
+    real_order = broker.order
+    broker.order = lambda client_order_id: (_ for _ in ()).throw(BrokerError("broker API timed out", "timeout"))
+    with pytest.raises(BrokerError, match="timed out"):
+        restart.run_cycle("unreachable", t, inputs[first])
+    assert rows(engine, "SELECT COUNT(*) FROM paper_orders WHERE account_id='unreachable'") == sent  # nothing new
+    assert len(restart.store.open_intents("unreachable")) > 0 and restart.store.load("unreachable").positions == {}
+    broker.order = real_order  # the broker answers again: the next run books the fills and goes on
+    restart.run_cycle("unreachable", t, inputs[first])
+    assert_every_fill_booked_once_and_no_order_sent_twice(restart, "unreachable")
 
 
 def test_recovery_happens_before_the_cycle_and_a_cycle_before_a_recovered_one_is_refused(crash_setup):

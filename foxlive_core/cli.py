@@ -4,8 +4,9 @@
     foxlive run --cycles N [--book B] [--start TIME] [--no-wait]
     foxlive replay --start TIME --end TIME [--book replay]
     foxlive status [--book B]
-    foxlive halt --reason TEXT [--book B] [--operator NAME]
+    foxlive halt --reason TEXT [--mode reducing|stop] [--book B] [--operator NAME]
     foxlive resume --operator NAME --reason TEXT [--book B]
+    foxlive reconcile [--book B] [--accept --operator NAME --reason TEXT]
     foxlive explain SYMBOL [--book B] [--json]
     foxlive attribution [--book B] [--json]
     foxlive report [--book B] [--json PATH] [--plots DIR]
@@ -27,6 +28,10 @@ import pandas as pd
 
 from foxlive_core.config import CONFIG_ENV_VAR, load_config
 from foxlive_core.errors import DataError, FoxliveError, StateError
+from foxlive_core.state import HALT_MODES
+
+TRADING_STATE_MEANS = {"active": "trades freely", "reducing": "only risk-reducing orders",
+                       "halted": "no orders at all"}
 
 
 def _time_arg(text: str) -> pd.Timestamp:
@@ -89,11 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue the book after its last committed cycle instead of restarting it")
     rp.add_argument("--quiet", action="store_true")
 
-    s = sub.add_parser("status", help="book value, positions, halt state, last cycle")
+    s = sub.add_parser("status", help="book value, positions, trading state, last cycle, ledger check")
     s.add_argument("--book")
 
-    h = sub.add_parser("halt", help="halt a book (only risk-reducing orders until resumed)")
+    h = sub.add_parser("halt", help="halt a book until it is resumed")
     h.add_argument("--reason", required=True)
+    h.add_argument("--mode", choices=sorted(HALT_MODES), default="reducing",
+                   help="reducing: only risk-reducing orders (the default, as the kill switch); stop: no orders at all")
     h.add_argument("--book")
     h.add_argument("--operator", default=None)
 
@@ -101,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--reason", required=True)
     rs.add_argument("--operator", required=True)
     rs.add_argument("--book")
+
+    rc = sub.add_parser("reconcile", help="compare the broker's positions and cash with the book; accept the broker's view")
+    rc.add_argument("--book")
+    rc.add_argument("--accept", action="store_true",
+                    help="make the book what the broker reports (ledger adjustments; needs --operator and --reason)")
+    rc.add_argument("--operator", default=None)
+    rc.add_argument("--reason", default=None)
 
     e = sub.add_parser("explain", help="why a symbol did what it did in a cycle of the book (default: the last)")
     e.add_argument("symbol")
@@ -228,7 +242,8 @@ def cmd_run(cfg, args) -> int:
         c = res.counts
         print(
             f"{res.time}  value {res.portfolio_value:,.2f}  trade {c['TRADE']} hold {c['HOLD']} blocked {c['BLOCKED']}  "
-            f"orders {len(res.orders)}  gross {res.gross_exposure:.3f}" + ("  HALTED: " + res.halt_reason if res.halted else "")
+            f"orders {len(res.orders)}  gross {res.gross_exposure:.3f}"
+            + (f"  {res.trading_state.upper()}: {res.halt_reason}" if res.halted else "")
         )
         nxt = None
     return 0
@@ -293,6 +308,7 @@ def cmd_status(cfg, args) -> int:
     st = store.load(book)
     cycles = store.cycles(book)
     print(f"book {book}  state {cfg.state_path}")
+    print(f"  trading: {st.trading_state} ({TRADING_STATE_MEANS[st.trading_state]})")
     print(f"  halted: {'YES: ' + st.halt_reason + ' (by ' + st.halted_by + ' at ' + str(st.halted_at) + ')' if st.halted else 'no'}")
     print(f"  cycles: {st.cycle_count}  last: {st.last_cycle_time}  models: {st.model_run_id}")
     if len(cycles):
@@ -305,6 +321,14 @@ def cmd_status(cfg, args) -> int:
         print("  positions:")
         for s, (q, p) in sorted(st.positions.items()):
             print(f"    {s:<8} {q:+8d} @ {p:,.2f}")
+    problems = store.check_ledger(book)
+    entries = len(store.ledger(book))
+    if problems:
+        print(f"  ledger: {entries} entries; the stored book DIFFERS from their fold:")
+        for line in problems:
+            print(f"    {line}")
+    else:
+        print(f"  ledger: {entries} entries; cash and positions equal their fold")
     return 0
 
 
@@ -314,8 +338,10 @@ def cmd_halt(cfg, args) -> int:
     store = StateStore(cfg.state_path)
     book = args.book or cfg.book
     store.create_book(book, cfg.broker.starting_cash)
-    changed = store.halt(book, args.reason, args.operator or getpass.getuser())
-    print(f"book {book} halted: {args.reason}" if changed else f"book {book} was already halted: {store.halt_status(book)[1]}")
+    changed = store.halt(book, args.reason, args.operator or getpass.getuser(), mode=args.mode)
+    state, reason = store.trading_state(book)
+    print(f"book {book} {state} ({TRADING_STATE_MEANS[state]}): {args.reason}" if changed
+          else f"book {book} was already {state}: {reason}")
     return 0
 
 
@@ -326,6 +352,46 @@ def cmd_resume(cfg, args) -> int:
     book = args.book or cfg.book
     changed = store.resume(book, args.operator, args.reason)
     print(f"book {book} resumed by {args.operator}: {args.reason}" if changed else f"book {book} was not halted")
+    return 0
+
+
+def cmd_reconcile(cfg, args) -> int:
+    """Recover crashed cycles' fills, then show where the broker and the book differ; --accept books the broker's view.
+
+    Exit status 0 when they agree (or the broker's view was accepted), 1 when differences remain.
+    """
+    from foxlive_core.brokers import open_broker
+    from foxlive_core.reconcile import accept_broker_view, reconcile, recover
+    from foxlive_core.state import StateStore
+
+    store = StateStore(cfg.state_path)
+    book = args.book or cfg.book
+    if not store.exists(book):
+        raise StateError(f"book {book!r} has no state in {cfg.state_path}; known books: {store.books()}")
+    if args.accept and not ((args.operator or "").strip() and (args.reason or "").strip()):
+        raise StateError("reconcile --accept needs --operator and --reason: who accepts the broker's view, and why")
+    tolerance = cfg.broker.reconcile_cash_tolerance
+    broker = open_broker(cfg.broker, book, cfg.state_path)
+    with store.locked(book):  # no cycle of the book runs while it is compared or corrected
+        recovered = recover(store, book, broker)
+        if recovered:
+            print(f"booked {len(recovered)} fill(s) of cycles that crashed before their commit")
+        found = reconcile(store.load(book).holdings, broker, tolerance)
+        if not found:
+            state = store.load(book)
+            print(f"book {book}: the broker agrees with the book ({len(state.positions)} positions, cash {state.cash:,.2f})")
+            return 0
+        print(f"book {book}: {len(found)} difference(s) between the book and the broker ({cfg.broker.kind}):")
+        for line in found:
+            print(f"  {line}")
+        if not args.accept:
+            print(f"accept the broker's view with: foxlive reconcile --book {book} --accept --operator NAME --reason TEXT")
+            return 1
+        _, entries = accept_broker_view(store, book, broker, args.operator, args.reason, tolerance)
+    print(f"accepted the broker's view: {len(entries)} ledger adjustment(s) by {args.operator}: {args.reason}")
+    state, reason = store.trading_state(book)
+    if state != "active":
+        print(f"the book stays {state} ({reason}) until `foxlive resume --book {book}`")
     return 0
 
 
@@ -433,6 +499,7 @@ COMMANDS = {
     "status": cmd_status,
     "halt": cmd_halt,
     "resume": cmd_resume,
+    "reconcile": cmd_reconcile,
     "explain": cmd_explain,
     "attribution": cmd_attribution,
     "report": cmd_report,

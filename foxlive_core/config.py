@@ -269,6 +269,9 @@ class RiskConfig:
     max_gross_exposure: float = num(**_rng(0.0, 10.0, lo_open=True))
 
 
+BROKER_KINDS = ("paper",)  # the adapters of foxlive_core.brokers (ADAPTERS)
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     starting_cash: float = num(**_rng(0.0, lo_open=True))
@@ -276,6 +279,8 @@ class BrokerConfig:
     fee_bps: float = num(**_rng(0.0, 1000.0))
     max_fill_fraction_of_displayed: float = num(**_rng(0.0, 1000.0, lo_open=True))
     short_margin: float = num(**_rng(0.0, 10.0))
+    kind: str = num("paper", **_choice(*BROKER_KINDS))
+    reconcile_cash_tolerance: float = num(0.01, **_rng(0.0))
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from foxlive_core.attribution import SignalAttribution
-from foxlive_core.brokers.paper import PaperBroker
-from foxlive_core.brokers.protocol import OrderRequest, OrderResult
+from foxlive_core.brokers import open_broker, simulated_execution
+from foxlive_core.brokers.protocol import Broker, OrderRequest, OrderResult
 from foxlive_core.calendar import to_utc
 from foxlive_core.config import FoxliveConfig
 from foxlive_core.data.protocol import MarketData
@@ -35,20 +35,42 @@ from foxlive_core.data.types import BarPanel
 from foxlive_core.decide import (
     BLOCKED, HOLD, TRADE, Buffers, CycleInputs, Decision, ModelInfo, Portfolio, align_buffers, decide,
 )
-from foxlive_core.errors import DataError, StateError
+from foxlive_core.errors import BrokerError, DataError, StateError
 from foxlive_core.cycle_table import CycleTableWriter
 from foxlive_core.features import FEATURE_NAMES, build_features, fill_missing_bars, required_history_bars
 from foxlive_core.models.store import ModelSet
 from foxlive_core.pipeline.arbitrate import select_horizon
 from foxlive_core.pipeline.risk_checks import portfolio_risk
-from foxlive_core.state import BookState, CycleRecord, StateStore, lock_owner
+from foxlive_core.portfolio import Holdings, LedgerEntry, fill_entry
+from foxlive_core.reconcile import reconcile, recover
+from foxlive_core.state import (
+    ACTIVE, HALTED, REDUCING, TRADING_STATES, BookState, CycleRecord, Intent, StateStore, lock_owner,
+)
 
 VOL_FEATURE = "vol_20b"
 
 
-def client_order_id(book: str, cycle_time: pd.Timestamp, symbol: str) -> str:
-    """Deterministic id of a cycle's order: resubmitting the same cycle can never double an order."""
-    return f"{book}:{cycle_time.strftime('%Y%m%dT%H%M%SZ')}:{symbol}"
+def stricter(a: str, b: str) -> str:
+    """The stricter of two trading states (active < reducing < halted)."""
+    return max(a, b, key=TRADING_STATES.index)
+
+
+def client_order_id(book: str, cycle_time: pd.Timestamp, symbol: str, attempt: int = 1) -> str:
+    """Deterministic id of a cycle's order, ``book:time:symbol``; a cycle's run after a crashed one appends ``:attempt``."""
+    base = f"{book}:{cycle_time.strftime('%Y%m%dT%H%M%SZ')}:{symbol}"
+    return base if attempt == 1 else f"{base}:{attempt}"
+
+
+@dataclass(frozen=True)
+class _PriorRuns:
+    """What crashed runs of a cycle left: this run's number, the broker's answers, the book as the cycle began.
+
+    ``start`` is None when no earlier run's order was filled (the book is as the cycle began).
+    """
+
+    attempt: int
+    answered: list[Intent]
+    start: Holdings | None
 
 
 def model_info(models: ModelSet, cfg: FoxliveConfig) -> ModelInfo:
@@ -79,12 +101,17 @@ class CycleResult:
     net_exposure: float
     drawdown: float
     daily_return: float
-    halted: bool
+    trading_state: str  # the book's at the end of the cycle: active, reducing or halted (foxlive_core.state)
     halt_reason: str
     model_run_id: str
     horizons: tuple[str, ...]
     families: tuple[str, ...]
     timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def halted(self) -> bool:
+        """Whether the book ended the cycle not active."""
+        return self.trading_state != ACTIVE
 
     @property
     def counts(self) -> dict[str, int]:
@@ -151,10 +178,14 @@ class ReplaySummary:
     counts: dict = field(default_factory=lambda: {"TRADE": 0, "HOLD": 0, "BLOCKED": 0})
     end_value: float | None = None
     commits: int = 0
-    halted: bool = False
+    trading_state: str = ACTIVE
     halt_reason: str = ""
     elapsed_s: float = 0.0
     last: CycleResult | None = None
+
+    @property
+    def halted(self) -> bool:
+        return self.trading_state != ACTIVE
 
     def add(self, result: CycleResult) -> None:
         self.cycles += 1
@@ -233,8 +264,12 @@ class TradingEngine:
     models : ModelSet (verified; see :class:`foxlive_core.models.store.ModelStore`)
     store : StateStore
     symbols : the universe (defaults to ``cfg.symbols``)
-    broker_factory : book -> broker with ``set_quotes``, ``submit_orders`` and ``reset``
-        (defaults to a :class:`PaperBroker` account named after the book in the state file)
+    broker_factory : book -> :class:`~foxlive_core.brokers.protocol.Broker` of the live cycles of that book
+        (default: the configured adapter, ``broker.kind``, filling a paper book against ``market``'s quotes)
+
+    The engine uses nothing of a broker but the Broker protocol. A replay
+    simulates execution on an in-memory paper account of its own, whatever
+    broker trades the live book.
     """
 
     def __init__(self, cfg: FoxliveConfig, market: MarketData, models: ModelSet, store: StateStore, symbols=None,
@@ -251,7 +286,7 @@ class TradingEngine:
         if unknown:
             raise DataError(f"symbol(s) {unknown[:10]} are not served by the market data source; fix config/symbols.yaml")
         self.history_bars = cfg.engine.history_bars
-        self._broker_factory = broker_factory or (lambda book: PaperBroker(cfg.broker, store.path, account_id=book))
+        self._broker_factory = broker_factory or (lambda book: open_broker(cfg.broker, book, store.path, market))
         self._brokers: dict = {}
         self._vol_idx = FEATURE_NAMES.index(VOL_FEATURE)
         realtime = getattr(market, "quotes_are_realtime", False)
@@ -259,7 +294,7 @@ class TradingEngine:
 
     # ------------------------------------------------------------------ books
 
-    def broker(self, book: str):
+    def broker(self, book: str) -> Broker:
         if book not in self._brokers:
             self._brokers[book] = self._broker_factory(book)
         return self._brokers[book]
@@ -269,12 +304,11 @@ class TradingEngine:
             self.store.create_book(book, self.cfg.broker.starting_cash)
 
     def reset_book(self, book: str) -> None:
-        """Delete ``book`` and its paper account and start it again with the starting cash.
+        """Delete ``book`` and start it again with the starting cash (a replay book: its execution is simulated).
 
         Call it only while holding the book's lock (:meth:`replay_inputs` does), which the reset keeps.
         """
         self.store.delete_book(book)
-        self.broker(book).reset(self.cfg.broker.starting_cash)
         self.store.create_book(book, self.cfg.broker.starting_cash)
 
     # ------------------------------------------------------------------ inputs
@@ -366,11 +400,27 @@ class TradingEngine:
         """Run and commit the cycle of ``book`` at bar time ``time``, in one transaction.
 
         A cycle already committed for this book is refused (StateError): cycles
-        are applied once. The book's lock keeps cycles of one book from overlapping.
+        are applied once. The book's lock keeps cycles of one book from
+        overlapping. Before anything else the orders of cycles that were never
+        committed (the process died) are resolved at the broker
+        (:func:`foxlive_core.reconcile.recover`); then the broker's positions
+        and cash are compared with the book's, and any difference (or a broker
+        that cannot report them) halts the book: the cycle runs and commits,
+        but sends nothing. The cycle records its orders as intents in the
+        store before it sends them.
+
+        A cycle that runs again after its earlier run crashed decides from the
+        book as the cycle began (the ledger without that cycle's recovered
+        fills). An order it decides exactly as the broker already answered in
+        this cycle is not sent again (the answer stands); otherwise it sends,
+        under a new client order id, what is left to reach its decision,
+        never an order that would undo a fill of the earlier run.
         """
         t = to_utc(time)
         self.ensure_book(book)
+        broker = self.broker(book)
         with self.store.locked(book, owner=lock_owner(t.isoformat())):
+            recover(self.store, book, broker)
             if self.store.cycle_done(book, t):
                 raise StateError(f"book {book!r}: the cycle at {t} has already run; cycles are applied once")
             state = self.store.load(book)
@@ -379,24 +429,60 @@ class TradingEngine:
                     f"book {book!r}: cycle time {t} is not after the book's last cycle {state.last_cycle_time}; "
                     "cycles of a book run forward in time (replay history on a separate book)"
                 )
+            recovered = self.store.last_recovered_cycle(book)
+            if recovered is not None and t < recovered:
+                raise StateError(
+                    f"book {book!r}: cycle time {t} is before {recovered}, whose crashed run left fills in the ledger; "
+                    f"run the cycle at {recovered} or a later one"
+                )
+            self._reconcile(book, state, broker)
+            prior = self._prior_runs(book, t)
             t0 = _time.perf_counter()
             if inputs is None:
                 inputs = self.gather_inputs(t)
             inputs_ms = (_time.perf_counter() - t0) * 1e3
-            result, record, events = self._step(book, state, inputs, self.broker(book))
+
+            def record_intents(orders: list[OrderRequest]) -> None:
+                self.store.record_intents(book, t, prior.attempt, orders)
+
+            result, record, events = self._step(book, state, inputs, broker, prior, record_intents)
             result.timings_ms["inputs_ms"] = inputs_ms
             t0 = _time.perf_counter()
             table = CycleTableWriter(self.symbols, self.info.horizons, self.info.families, self.cfg.engine.trace)
             table.add(t, result.model_run_id, result.decision, result.decision.trace)
-            result.halted, result.halt_reason = self.store.commit_cycles(state, [record], table.to_parquet(book), events)
+            result.trading_state, result.halt_reason = self.store.commit_cycles(state, [record], table.to_parquet(book),
+                                                                                events)
             result.timings_ms["commit_ms"] = (_time.perf_counter() - t0) * 1e3
             return result
 
-    def _step(self, book: str, state: BookState, inputs: CycleInputs, broker) -> tuple[CycleResult, CycleRecord, list]:
+    def _reconcile(self, book: str, state: BookState, broker: Broker) -> None:
+        """Compare the broker's positions and cash with the book; any difference halts it (no orders at all)."""
+        try:
+            found = reconcile(state.holdings, broker, self.cfg.broker.reconcile_cash_tolerance)
+        except BrokerError as exc:
+            found = [str(exc)]
+        if not found:
+            return
+        shown = "; ".join(found[:10]) + (f"; and {len(found) - 10} more" if len(found) > 10 else "")
+        self.store.halt(book, f"reconciliation: the broker differs from the book: {shown}", "reconciliation",
+                        {"differences": found}, mode="stop")
+        state.trading_state, state.halt_reason = self.store.trading_state(book)
+
+    def _prior_runs(self, book: str, t: pd.Timestamp) -> _PriorRuns:
+        """What earlier, crashed runs of the cycle at ``t`` left: the broker's answers and the book before them."""
+        attempt = self.store.next_attempt(book, t)
+        answered = self.store.answered_intents(book, t) if attempt > 1 else []
+        start = self.store.holdings_at_start(book, t) if any(i.filled_quantity for i in answered) else None
+        return _PriorRuns(attempt, answered, start)
+
+    def _step(self, book: str, state: BookState, inputs: CycleInputs, broker, prior: _PriorRuns | None = None,
+              record_intents=None) -> tuple[CycleResult, CycleRecord, list]:
         """Advance ``state`` (in place) by the cycle of ``inputs``: decide, execute on ``broker``, mark.
 
-        Nothing is written to the store; the caller commits the returned record
-        (one cycle live, a chunk of them in a replay).
+        Nothing is written to the store but through ``record_intents`` (called
+        with the orders before they are sent); the caller commits the returned
+        record (one cycle live, a chunk of them in a replay). ``prior`` carries
+        what crashed runs of this cycle left (see :meth:`run_cycle`).
         """
         t = inputs.time
         timings = {}
@@ -407,9 +493,9 @@ class TradingEngine:
             arrays = align_buffers(cfg, state.arrays, state.symbols, self.symbols, len(self.info.families),
                                    self.info.horizon_bars)
         buffers = Buffers.from_arrays(arrays, len(self.info.horizons))
-        broker.set_quotes(inputs.quotes)
 
-        portfolio = self._portfolio(state, inputs)
+        start = prior.start if prior is not None and prior.start is not None else state.holdings
+        portfolio = start.marked(self.symbols, inputs.quotes.mid, inputs.close[-1])
         events: list[tuple[str, str, str, dict]] = []
         if state.session_date != inputs.session:
             state.session_date = inputs.session
@@ -419,21 +505,20 @@ class TradingEngine:
 
         t2 = _time.perf_counter()
         decision = decide(cfg, self.info, inputs, buffers, portfolio, state.halted, self.quote_max_age_s)
-        halted = state.halted
-        if not halted and self.store.halt_status(book)[0]:
+        trading = stricter(state.trading_state, self.store.trading_state(book)[0])
+        if trading == REDUCING and not state.halted:
             # A halt set while this cycle decided (by an operator or a sensor) binds the orders not yet sent:
             # decide again as halted (decide is pure: same inputs and buffers), so only risk-reducing orders go out.
-            halted = True
             decision = decide(cfg, self.info, inputs, buffers, portfolio, True, self.quote_max_age_s)
+        if trading == HALTED:
+            decision = self._stopped(decision)
         t3 = _time.perf_counter()
         timings["stages_ms"] = (t3 - t2) * 1e3
-        orders = [
-            OrderRequest(client_order_id(book, t, s), s, "buy" if q > 0 else "sell", int(abs(q)), t.to_pydatetime())
-            for s, q in zip(self.symbols, decision.shares.tolist())
-            if q != 0
-        ]
-        results = broker.submit_orders(orders) if orders else []
-        decision = self._apply_fills(state, results, decision)
+        orders, earlier, standing = self._orders(book, t, decision.shares, prior)
+        if orders and record_intents is not None:
+            record_intents(orders)
+        sent = broker.submit_orders(orders) if orders else []
+        decision, booked = self._apply_fills(state, earlier, standing, sent, decision, t)
         t4 = _time.perf_counter()
         timings["execution_ms"] = (t4 - t3) * 1e3
 
@@ -449,68 +534,115 @@ class TradingEngine:
         state.last_cycle_time = t
         state.model_run_id = self.info.run_id
         result = CycleResult(
-            book=book, time=t, symbols=self.symbols, decision=decision, orders=orders, results=results,
+            book=book, time=t, symbols=self.symbols, decision=decision,
+            orders=[i.request() for i in earlier] + orders, results=[i.result() for i in earlier] + sent,
             portfolio_value=after.value, cash=state.cash, gross_exposure=gross, net_exposure=net,
-            drawdown=risk.drawdown, daily_return=risk.daily_return, halted=halted or state.halted,
+            drawdown=risk.drawdown, daily_return=risk.daily_return, trading_state=stricter(trading, state.trading_state),
             halt_reason=state.halt_reason, model_run_id=self.info.run_id, horizons=self.info.horizons,
             families=self.info.families, timings_ms=timings,
         )
-        return result, self._record(result), events
+        return result, self._record(result, booked), events
+
+    def _orders(self, book: str, t: pd.Timestamp, shares: np.ndarray, prior: _PriorRuns | None):
+        """(orders to send, earlier runs' answered intents, the ids of those that stand for a decided order).
+
+        Without earlier runs: one order per symbol with ``shares`` (N,). After
+        them, per symbol: an answered intent equal to the decided order stands
+        for it (nothing is sent); otherwise the fills of earlier runs count
+        towards the decided shares and the rest is sent, if it goes the
+        decided way. Every answered intent of the universe is part of the
+        cycle's record (the broker saw it in this cycle).
+        """
+        attempt = prior.attempt if prior is not None else 1
+        answered: dict[str, list] = {}
+        for intent in prior.answered if prior is not None else ():
+            answered.setdefault(intent.symbol, []).append(intent)
+        orders, earlier, standing = [], [], set()
+        for s, q in zip(self.symbols, shares.tolist()):
+            side = "buy" if q > 0 else "sell"
+            before = answered.get(s, [])
+            earlier += before
+            same = next((i for i in before if q != 0 and i.side == side and i.quantity == abs(q)), None)
+            if same is not None:
+                standing.add(same.client_order_id)
+                continue
+            rest = q - sum(i.signed_filled for i in before)
+            if rest != 0 and (rest > 0) == (q > 0) and q != 0:
+                side = "buy" if rest > 0 else "sell"
+                orders.append(OrderRequest(client_order_id(book, t, s, attempt), s, side, abs(rest), t.to_pydatetime()))
+        return orders, earlier, standing
 
     def _portfolio(self, state: BookState, inputs: CycleInputs) -> Portfolio:
-        qty = np.array([state.positions.get(s, (0, 0.0))[0] for s in self.symbols], dtype=np.float64)
-        avg = np.array([state.positions.get(s, (0, 0.0))[1] for s in self.symbols], dtype=np.float64)
-        mid = inputs.quotes.mid
-        last_close = inputs.close[-1]
-        mark = np.where(np.isfinite(mid) & (mid > 0), mid, np.where(np.isfinite(last_close), last_close, avg))
-        held_elsewhere = sum(q * p for s, (q, p) in state.positions.items() if s not in self._column)
-        value = state.cash + float(np.sum(qty * mark)) + held_elsewhere
-        return Portfolio(cash=state.cash, quantity=qty, mark=mark, value=value)
+        """The book's holdings over the universe, marked at the cycle's mids (else last closes)."""
+        return state.holdings.marked(self.symbols, inputs.quotes.mid, inputs.close[-1])
 
-    def _apply_fills(self, state: BookState, results: list[OrderResult], decision: Decision) -> Decision:
-        """Post fills to the book's ledger; returns the decision as executed.
+    def _apply_fills(self, state: BookState, earlier: list[Intent], standing: set[str], sent: list[OrderResult],
+                     decision: Decision, cycle_time: pd.Timestamp) -> tuple[Decision, list[LedgerEntry]]:
+        """Book the fills of ``sent`` into the book's holdings; returns the decision as executed and the new entries.
 
-        A rejected order turns its symbol into BLOCKED (``broker_<reason>``, no
-        shares); a partial fill keeps the filled quantity (reason ``..._partial_fill``).
+        ``earlier`` are the answers of crashed runs of this cycle (their fills
+        are in the ledger already), ``standing`` the ids of those that stand
+        for this run's decided orders. Per symbol: nothing filled and this
+        run's order rejected turns it BLOCKED (``broker_<reason>``, no shares);
+        a fill of other than the decided shares keeps what was filled (reason
+        ``..._partial_fill``, or ``..._after_recovered_fill`` when a fill of an
+        earlier run's other order made the difference).
         """
-        if not results:
-            return decision
+        if not earlier and not sent:
+            return decision, []
         verdict, reason, shares = decision.decision.copy(), decision.reason.copy(), decision.shares.copy()
-        for r in results:
-            i = self._column[r.symbol]
+        booked = []
+        filled: dict[str, int] = {}
+        rejected: dict[str, str] = {}
+        own = [i.result() for i in earlier if i.client_order_id in standing] + sent  # this run's decided orders
+        for r in own:
             if r.fill is None:
-                verdict[i], reason[i], shares[i] = BLOCKED, f"broker_{r.reject_reason}", 0
-                continue
-            f = r.fill
-            q_old, p_old = state.positions.get(f.symbol, (0, 0.0))
-            dq = f.signed_quantity
-            q_new = q_old + dq
-            if q_new == 0:
-                p_new = 0.0
-            elif q_old == 0 or np.sign(q_old) != np.sign(q_new):
-                p_new = f.price
-            elif abs(q_new) > abs(q_old):
-                p_new = (q_old * p_old + dq * f.price) / q_new
-            else:
-                p_new = p_old
-            state.positions[f.symbol] = (q_new, p_new)
-            state.cash -= dq * f.price + f.fee
-            if r.filled_quantity != r.requested_quantity:
-                shares[i] = dq
-                reason[i] = f"{reason[i]}_partial_fill"
-        return dataclasses.replace(decision, decision=verdict, reason=reason, shares=shares)
+                rejected.setdefault(r.symbol, r.reject_reason)
+        for r in [i.result() for i in earlier] + sent:
+            if r.fill is not None:
+                filled[r.symbol] = filled.get(r.symbol, 0) + r.fill.signed_quantity
+        for r in sent:
+            if r.fill is not None:
+                entry = fill_entry(r.fill, cycle_time, "cycle")
+                state.holdings.apply(entry)
+                booked.append(entry)
+        recovered = {i.symbol for i in earlier if i.filled_quantity and i.client_order_id not in standing}
+        for symbol in rejected.keys() | filled.keys():
+            i = self._column[symbol]
+            done = filled.get(symbol, 0)
+            if done == 0 and symbol in rejected:
+                verdict[i], reason[i], shares[i] = BLOCKED, f"broker_{rejected[symbol]}", 0
+            elif done != shares[i]:
+                reason[i] = f"{reason[i]}_after_recovered_fill" if symbol in recovered else f"{reason[i]}_partial_fill"
+                shares[i] = done
+        return dataclasses.replace(decision, decision=verdict, reason=reason, shares=shares), booked
+
+    @staticmethod
+    def _stopped(decision: Decision) -> Decision:
+        """The decision of a halted book: no order at all (every decided trade BLOCKED as ``book_halted``)."""
+        stop = decision.shares != 0
+        if not stop.any():
+            return decision
+        return dataclasses.replace(
+            decision,
+            decision=np.where(stop, BLOCKED, decision.decision).astype(object),
+            reason=np.where(stop, "book_halted", decision.reason).astype(object),
+            shares=np.where(stop, 0, decision.shares),
+            target_weight=np.where(stop, decision.trace["current_weight"], decision.target_weight),
+        )
 
     def _check_kill_switch(self, state: BookState, value: float, events: list, when: str) -> None:
+        """The kill switch: a daily-loss or drawdown breach makes an active book ``reducing``."""
         rk = self.cfg.risk
         risk = portfolio_risk(value, state.start_of_day_value, state.high_water_mark, 0.0, 0.0, rk.daily_loss_limit, rk.drawdown_limit)
         if risk.breach and not state.halted:
-            state.halted = True
+            state.trading_state = REDUCING
             state.halt_reason = f"{risk.reason}: {risk.detail}"
             state.halted_at = datetime.now(timezone.utc).isoformat()
             state.halted_by = "engine"
             events.append(("halt", "engine", state.halt_reason, {"when": when, "portfolio_value": value}))
 
-    def _record(self, r: CycleResult) -> CycleRecord:
+    def _record(self, r: CycleResult, booked: list[LedgerEntry]) -> CycleRecord:
         """The cycle's row for the store: totals and a summary (counts by reason, the five largest alphas)."""
         d = r.decision
         fills = [x.fill for x in r.results if x.fill is not None]
@@ -530,6 +662,7 @@ class TradingEngine:
                  "alpha_bps": float(alpha[i]) if np.isfinite(alpha[i]) else None}
                 for i in top
             ],
+            "trading_state": r.trading_state,
             "halt_reason": r.halt_reason,
         }
         orders = [
@@ -543,6 +676,7 @@ class TradingEngine:
             n_trade=counts["TRADE"], n_hold=counts["HOLD"], n_blocked=counts["BLOCKED"],
             n_orders=len(r.orders), n_fills=len(fills), fees=float(sum(f.fee for f in fills)),
             traded_notional=float(sum(f.notional for f in fills)), halted=r.halted, summary=summary, orders=orders,
+            ledger=tuple(booked),
         )
 
     # ------------------------------------------------------------------ replay
@@ -604,8 +738,7 @@ class TradingEngine:
             attribution = SignalAttribution(self.info.horizons, self.info.horizon_bars, self.info.families)
             if resumed and (saved := self.store.attribution_state(book)) is not None:
                 attribution.restore(saved)
-            broker = PaperBroker(self.cfg.broker, None, account_id=book)
-            broker.load_ledger(state.cash, state.positions)
+            broker, venue = simulated_execution(self.cfg.broker, state.cash, state.positions)
             last = self.store.last_cycle(book) if resumed else None
             summary = ReplaySummary(book=book, start_value=last["portfolio_value"] if last else state.cash,
                                     resumed_after=state.last_cycle_time if resumed else None)
@@ -616,6 +749,7 @@ class TradingEngine:
                         continue
                     if chunk.sessions_before(inp.session) >= commit_sessions:
                         self._commit_chunk(book, state, chunk, attribution, summary)
+                    venue.post(inp.quotes)  # the simulated venue fills the cycle's orders at the quotes it decided on
                     result, record, events = self._step(book, state, inp, broker)
                     chunk.add(inp.session, result, record, events)
                     self._attribute(attribution, result)
@@ -632,11 +766,11 @@ class TradingEngine:
 
     def _commit_chunk(self, book: str, state: BookState, chunk: _Chunk, attribution: SignalAttribution,
                       summary: ReplaySummary) -> None:
-        halted, reason = self.store.commit_cycles(state, chunk.records, chunk.table.to_parquet(book), chunk.events,
-                                                  attribution.snapshot())
+        trading, reason = self.store.commit_cycles(state, chunk.records, chunk.table.to_parquet(book), chunk.events,
+                                                   attribution.snapshot())
         # A halt set from outside (an operator, a sensor) binds the rest of the replay as it binds a live book.
-        state.halted, state.halt_reason = halted, reason
-        summary.halted, summary.halt_reason = halted, reason
+        state.trading_state, state.halt_reason = trading, reason
+        summary.trading_state, summary.halt_reason = trading, reason
         summary.commits += 1
         chunk.clear()
 

@@ -1,7 +1,8 @@
 """The state store: everything that carries across cycles, per book, in one SQLite file.
 
 One file holds every book (``live``, ``replay``, ...). Per book it keeps the
-ledger (cash, positions), the risk marks (high-water mark, start-of-day
+ledger (every fill, deposit and adjustment, append-only; see
+:mod:`foxlive_core.portfolio`) with its fold (cash, positions), the risk marks (high-water mark, start-of-day
 value and its session), the halt flag with who/why/when, the signal
 buffers of the pipeline (z-score buffers, IC pairs, calibration errors,
 score histories, pending predictions) as numpy arrays, the completed cycles,
@@ -17,8 +18,28 @@ stage trace is kept in columnar form, one Parquet table per committed chunk
 (:mod:`foxlive_core.cycle_table`): inside the database for a small chunk (a
 live cycle), as a file under ``<state file>.columns/<book>/`` for a large one
 (a replayed session; written and synced before the transaction that
-references it with its checksum). stdlib ``sqlite3`` in WAL mode; the
-buffers are stored as ``.npy`` blobs.
+references it with its checksum). The buffers are stored as ``.npy`` blobs.
+
+Durability: stdlib ``sqlite3`` in WAL mode with ``synchronous=FULL``, so a
+committed cycle survives a power cut as well as a killed process. The schema
+is versioned (``PRAGMA user_version``); :data:`MIGRATIONS` are applied in
+order when a store is opened, all of them in one transaction, so a file is
+always at one version or the next, never half way:
+
+- v1, the schema before versioning. A file from before the columnar cycle
+  tables (commit 3c5219a) keeps its per-symbol ``decisions`` and last-cycle
+  ``last_traces`` tables, renamed ``decisions_v0`` and ``last_traces_v0``
+  (nothing reads them; they are there to be looked at or dropped by hand).
+- v2, the ledger. Each book's cash and positions of the time are entered as
+  its opening balance (``adjustment`` entries, source ``migration``), so the
+  fold of the ledger equals the book from the first cycle on.
+- v3, order intents: what a live cycle is about to send, recorded before it
+  sends it (:meth:`StateStore.record_intents`), so that a run after a crash
+  asks the broker about every order of a cycle that was never committed
+  (:meth:`StateStore.open_intents`, :meth:`StateStore.resolve_intents`).
+- v4, trading states. The ``halted`` flag becomes ``trading_state``:
+  ``active``; ``reducing`` (only risk-reducing orders: what ``halted`` meant,
+  so a halted book becomes reducing); ``halted`` (no orders at all).
 """
 
 from __future__ import annotations
@@ -40,10 +61,12 @@ import numpy as np
 import pandas as pd
 
 from foxlive_core.cycle_table import decisions_frame, decisions_frame_columns, read_cycle
+from foxlive_core.brokers.protocol import Fill, OrderRequest, OrderResult
 from foxlive_core.errors import StateError
+from foxlive_core.portfolio import ADJUSTMENT, DEPOSIT, FILL, Holdings, LedgerEntry, differences, fill_entry
 from foxlive_core.sqlite import immediate_transaction, open_sqlite
 
-SCHEMA = """
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS book_state (
     book TEXT PRIMARY KEY,
     created_at TEXT NOT NULL,
@@ -105,6 +128,165 @@ CREATE TABLE IF NOT EXISTS book_locks (
 """
 
 
+def _statements(script: str) -> list[str]:
+    """The ``;``-separated statements of ``script`` (``executescript`` would commit the open transaction)."""
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _v1_schema_before_versioning(conn: sqlite3.Connection) -> None:
+    """Today's tables; a pre-3c5219a file's ``decisions`` and ``last_traces`` are kept as ``*_v0``."""
+    tables = _tables(conn)
+    for old in ("decisions", "last_traces"):
+        if old in tables:
+            conn.execute(f"ALTER TABLE {old} RENAME TO {old}_v0")
+    for statement in _statements(SCHEMA_V1):
+        conn.execute(statement)
+
+
+LEDGER = """
+CREATE TABLE ledger (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    book TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('deposit', 'fill', 'adjustment')),
+    time TEXT NOT NULL,
+    source TEXT NOT NULL,
+    cash REAL NOT NULL,
+    symbol TEXT NOT NULL DEFAULT '',
+    quantity INTEGER NOT NULL DEFAULT 0,
+    price REAL NOT NULL DEFAULT 0.0,
+    fee REAL NOT NULL DEFAULT 0.0,
+    client_order_id TEXT,
+    cycle_time TEXT,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX ledger_by_book ON ledger (book, seq);
+CREATE UNIQUE INDEX ledger_books_a_fill_once ON ledger (book, client_order_id) WHERE client_order_id IS NOT NULL
+"""
+LEDGER_COLUMNS = "kind, time, source, cash, symbol, quantity, price, fee, client_order_id, cycle_time, note"
+
+
+def _v2_ledger(conn: sqlite3.Connection) -> None:
+    """The append-only ledger; every existing book's cash and positions become its opening balance."""
+    for statement in _statements(LEDGER):
+        conn.execute(statement)
+    conn.execute(
+        "CREATE TRIGGER ledger_is_append_only BEFORE UPDATE ON ledger BEGIN "
+        "SELECT RAISE(ABORT, 'the ledger is append-only: correct it with an adjustment entry'); END"
+    )
+    now = utcnow()
+    for book, cash in conn.execute("SELECT book, cash FROM book_state ORDER BY book").fetchall():
+        opening = [LedgerEntry(ADJUSTMENT, now, "migration", cash=cash, note="opening balance: the book before the ledger")]
+        opening += [
+            LedgerEntry(ADJUSTMENT, now, "migration", symbol=symbol, quantity=q, price=p, note="opening position")
+            for symbol, q, p in conn.execute(
+                "SELECT symbol, quantity, avg_price FROM book_positions WHERE book=? AND quantity != 0 ORDER BY symbol",
+                (book,))
+        ]
+        insert_ledger_entries(conn, book, opening)
+
+
+def insert_ledger_entries(conn: sqlite3.Connection, book: str, entries) -> None:
+    """Append ``entries`` to ``book``'s ledger (inside the caller's transaction)."""
+    conn.executemany(
+        f"INSERT INTO ledger (book, {LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (book, e.kind, _iso(e.time), e.source, e.cash, e.symbol, e.quantity, e.price, e.fee,
+             e.client_order_id or None, None if e.cycle_time is None else _iso(e.cycle_time), e.note)
+            for e in entries
+        ],
+    )
+
+
+def _entry_from_row(row) -> LedgerEntry:
+    kind, time, source, cash, symbol, quantity, price, fee, order_id, cycle_time, note = row
+    return LedgerEntry(kind, pd.Timestamp(time).to_pydatetime(), source, cash, symbol, int(quantity), price, fee,
+                       order_id or "", None if cycle_time is None else pd.Timestamp(cycle_time), note)
+
+
+INTENTS = """
+CREATE TABLE intents (
+    book TEXT NOT NULL,
+    client_order_id TEXT NOT NULL,
+    cycle_time TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    recorded_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open',
+    filled_quantity INTEGER NOT NULL DEFAULT 0,
+    price REAL,
+    fee REAL NOT NULL DEFAULT 0.0,
+    reject_reason TEXT NOT NULL DEFAULT '',
+    resolved_at TEXT,
+    PRIMARY KEY (book, client_order_id)
+);
+CREATE INDEX intents_by_status ON intents (book, status, cycle_time)
+"""
+INTENT_COLUMNS = ("client_order_id, cycle_time, attempt, symbol, side, quantity, status, filled_quantity, price, fee, "
+                  "reject_reason")
+# An intent's status: 'open' until its cycle is committed ('committed') or a later run asked the broker about it:
+# 'filled', 'partially_filled', 'rejected' (the broker's answer) or 'not_submitted' (the broker never saw it).
+ANSWERED = ("filled", "partially_filled", "rejected")
+
+
+def _v3_intents(conn: sqlite3.Connection) -> None:
+    for statement in _statements(INTENTS):
+        conn.execute(statement)
+
+
+# A book's trading states, from free to stopped (see the module doc, v4).
+ACTIVE, REDUCING, HALTED = "active", "reducing", "halted"
+TRADING_STATES = (ACTIVE, REDUCING, HALTED)
+HALT_MODES = {"reducing": REDUCING, "stop": HALTED}  # what an operator asks for -> the state it sets
+
+
+def _v4_trading_states(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE book_state ADD COLUMN trading_state TEXT NOT NULL DEFAULT 'active' "
+                 "CHECK (trading_state IN ('active', 'reducing', 'halted'))")
+    conn.execute("UPDATE book_state SET trading_state='reducing' WHERE halted=1")
+    conn.execute("ALTER TABLE book_state DROP COLUMN halted")
+
+
+# (version, what it changes, how), in order; a store is opened at the last version.
+MIGRATIONS = (
+    (1, "the schema before versioning; pre-3c5219a decisions and last_traces kept as *_v0", _v1_schema_before_versioning),
+    (2, "the append-only ledger, seeded with each book's opening balance", _v2_ledger),
+    (3, "order intents recorded before a live cycle sends its orders", _v3_intents),
+    (4, "trading states active / reducing / halted instead of the halted flag", _v4_trading_states),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> int:
+    """Bring the file of ``conn`` to :data:`SCHEMA_VERSION` in one transaction; returns the version.
+
+    A file at a newer version than this code knows is refused: opening it
+    with an older foxlive could write rows its newer schema does not expect.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return version
+    with immediate_transaction(conn):
+        # read again under the write lock: another process may have migrated the file meanwhile
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"state store {path} has schema version {version}, newer than this foxlive's {SCHEMA_VERSION}; "
+                "upgrade foxlive to open it"
+            )
+        for target, _, step in MIGRATIONS:
+            if target > version:
+                step(conn)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return SCHEMA_VERSION
+
+
 def lock_owner(token: str) -> str:
     """``host:pid:token``: who holds a lock, precisely enough to tell whether it is still alive."""
     return f"{socket.gethostname()}:{os.getpid()}:{token}"
@@ -149,29 +331,87 @@ def blob_to_array(blob: bytes) -> np.ndarray:
     return np.load(io.BytesIO(blob), allow_pickle=False)
 
 
+@dataclass(frozen=True)
+class Intent:
+    """An order a live cycle recorded before sending it, and what became of it (see ``INTENTS``).
+
+    ``attempt`` counts the runs of the cycle at ``cycle_time`` (a cycle whose
+    run crashed runs again); ``filled_quantity``, ``price``, ``fee`` and
+    ``reject_reason`` are the broker's answer once it is known.
+    """
+
+    client_order_id: str
+    cycle_time: pd.Timestamp
+    attempt: int
+    symbol: str
+    side: str
+    quantity: int
+    status: str
+    filled_quantity: int = 0
+    price: float | None = None
+    fee: float = 0.0
+    reject_reason: str = ""
+
+    @property
+    def signed_filled(self) -> int:
+        return self.filled_quantity if self.side == "buy" else -self.filled_quantity
+
+    def request(self) -> OrderRequest:
+        return OrderRequest(self.client_order_id, self.symbol, self.side, self.quantity, self.cycle_time.to_pydatetime())
+
+    def result(self) -> OrderResult:
+        """The broker's answer as an OrderResult (an answered intent only)."""
+        fill = None
+        if self.filled_quantity:
+            fill = Fill(self.client_order_id, self.symbol, self.side, self.filled_quantity, self.price, self.fee,
+                        self.filled_quantity * self.price, self.cycle_time.to_pydatetime())
+        return OrderResult(self.client_order_id, self.symbol, self.side, self.quantity, self.filled_quantity,
+                           self.status, self.reject_reason, fill)
+
+
+def _intent_from_row(row) -> Intent:
+    order_id, cycle_time, attempt, symbol, side, quantity, status, filled, price, fee, reason = row
+    return Intent(order_id, pd.Timestamp(cycle_time), int(attempt), symbol, side, int(quantity), status, int(filled),
+                  price, fee, reason)
+
+
 @dataclass
 class BookState:
     """A book's state as loaded at the start of a cycle (and written back at its end).
 
+    ``holdings`` are the book's cash and positions (the fold of its ledger);
     ``arrays`` holds the pipeline's buffers keyed by name; their symbol axis
-    follows ``symbols`` (see :func:`foxlive_core.engine.align_arrays`).
+    follows ``symbols`` (see :func:`foxlive_core.decide.align_buffers`).
     """
 
     book: str
-    cash: float
+    holdings: Holdings
     high_water_mark: float
     start_of_day_value: float
     session_date: str | None
     last_cycle_time: pd.Timestamp | None
     cycle_count: int
-    halted: bool
+    trading_state: str
     halt_reason: str
     halted_at: str | None
     halted_by: str
     symbols: tuple[str, ...]
     model_run_id: str
-    positions: dict[str, tuple[int, float]] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def cash(self) -> float:
+        return self.holdings.cash
+
+    @property
+    def halted(self) -> bool:
+        """Whether the book is not active (reducing or halted)."""
+        return self.trading_state != ACTIVE
+
+    @property
+    def positions(self) -> dict[str, tuple[int, float]]:
+        """Open positions: symbol -> (signed quantity, average price)."""
+        return self.holdings.positions
 
 
 @dataclass(frozen=True)
@@ -192,9 +432,10 @@ class CycleRecord:
     n_fills: int
     fees: float
     traded_notional: float
-    halted: bool  # whether the book ended the cycle halted, as the engine saw it
+    halted: bool  # whether the book ended the cycle not active, as the engine saw it
     summary: dict
     orders: list[tuple]  # (client_order_id, symbol, side, quantity, filled, status, price, fee, reject_reason)
+    ledger: tuple[LedgerEntry, ...] = ()  # the cycle's fills not yet in the ledger, in the order they were booked
 
 
 #: A chunk's Parquet table larger than this goes to a file beside the database instead of a blob in it
@@ -209,12 +450,11 @@ class StateStore:
         self.path = Path(path)
         self.columns_dir = self.path.with_name(self.path.name + ".columns")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # NORMAL survives a killed process (the WAL is in the OS's hands); a power cut may lose the last
-        # cycle, which then runs again with the same client order ids, which the broker's FULL ledger knows.
-        # A cycle writes a few MB of buffers: checkpoint the WAL every ~40 MB instead of every 4 MB.
-        self._conn = open_sqlite(self.path, synchronous="NORMAL", wal_autocheckpoint_pages=10000)
         try:
-            self._conn.executescript(SCHEMA)
+            # FULL: a commit is on disk before it returns, so a power cut never loses a cycle whose orders
+            # went out. A cycle writes a few MB of buffers: checkpoint the WAL every ~40 MB, not every 4 MB.
+            self._conn = open_sqlite(self.path, synchronous="FULL", wal_autocheckpoint_pages=10000)
+            self.schema_version = migrate(self._conn, self.path)
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state store {self.path} is not a usable SQLite database ({exc}); move it aside and start a new book") from exc
 
@@ -235,27 +475,30 @@ class StateStore:
 
     def create_book(self, book: str, starting_cash: float) -> None:
         """Create ``book`` with ``starting_cash`` if it does not exist (idempotent)."""
-        now = utcnow().isoformat()
+        now = utcnow()
         with self.transaction() as c:
-            c.execute(
+            created = c.execute(
                 "INSERT OR IGNORE INTO book_state (book, created_at, cash, high_water_mark, start_of_day_value, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (book, now, starting_cash, starting_cash, starting_cash, now),
-            )
+                (book, now.isoformat(), starting_cash, starting_cash, starting_cash, now.isoformat()),
+            ).rowcount
+            if created:
+                insert_ledger_entries(c, book, [LedgerEntry(DEPOSIT, now, "book", cash=float(starting_cash),
+                                                            note="starting cash")])
 
     def delete_book(self, book: str) -> None:
         """Remove every row of ``book`` (replay books are rebuilt from scratch)."""
         with self.transaction() as c:
             # The book's lock stays: a book is reset by the holder of its lock, under it.
             for table in ("book_state", "book_positions", "book_arrays", "cycles", "cycle_columns", "orders", "events",
-                          "attribution", "attribution_state"):
+                          "attribution", "attribution_state", "ledger", "intents"):
                 c.execute(f"DELETE FROM {table} WHERE book=?", (book,))
         # After the commit: a crash in between leaves files no row references, which the next chunk overwrites.
         shutil.rmtree(self._book_columns_dir(book), ignore_errors=True)
 
     def load(self, book: str) -> BookState:
         row = self._conn.execute(
-            "SELECT cash, high_water_mark, start_of_day_value, session_date, last_cycle_time, cycle_count, halted, "
+            "SELECT cash, high_water_mark, start_of_day_value, session_date, last_cycle_time, cycle_count, trading_state, "
             "halt_reason, halted_at, halted_by, symbols, model_run_id FROM book_state WHERE book=?",
             (book,),
         ).fetchone()
@@ -268,19 +511,18 @@ class StateStore:
         arrays = {n: blob_to_array(b) for n, b in self._conn.execute("SELECT name, data FROM book_arrays WHERE book=?", (book,))}
         return BookState(
             book=book,
-            cash=float(row[0]),
+            holdings=Holdings(float(row[0]), positions),
             high_water_mark=float(row[1]),
             start_of_day_value=float(row[2]),
             session_date=row[3],
             last_cycle_time=pd.Timestamp(row[4]) if row[4] else None,
             cycle_count=int(row[5]),
-            halted=bool(row[6]),
+            trading_state=row[6],
             halt_reason=row[7],
             halted_at=row[8],
             halted_by=row[9],
             symbols=tuple(json.loads(row[10])),
             model_run_id=row[11],
-            positions=positions,
             arrays=arrays,
         )
 
@@ -294,16 +536,17 @@ class StateStore:
                       events: list[tuple[str, str, str, dict]] = (), attribution_state: bytes | None = None) -> tuple[bool, str]:
         """Write completed cycles and the book's state after the last of them in one transaction.
 
-        ``records`` are the cycles in time order, ``columns`` their decisions
-        and traces as one :mod:`foxlive_core.cycle_table` Parquet table,
+        ``records`` are the cycles in time order (their ``ledger`` entries are
+        appended to the book's ledger, whose fold ``state.holdings`` must be),
+        ``columns`` their decisions and traces as one :mod:`foxlive_core.cycle_table` Parquet table,
         ``attribution_state`` a replay's running signal attribution (to resume
-        it). Returns the stored (halted, reason).
+        it). Returns the stored (trading state, halt reason).
 
         Refuses (StateError) a cycle already committed for this book, so a
-        cycle can never be applied twice. The halt flag is not taken from
+        cycle can never be applied twice. The trading state is not taken from
         ``state``: a ``halt`` event in ``events`` (the engine's kill switch)
-        halts the book unless a halt already stands; otherwise the stored flag
-        is kept as it is (set or resumed by an operator while the cycles ran).
+        makes an active book ``reducing``; otherwise the stored state is kept
+        as it is (set or resumed by an operator while the cycles ran).
         """
         if not records:
             raise StateError(f"book {state.book!r}: nothing to commit")
@@ -332,18 +575,29 @@ class StateStore:
                 ),
             )
             if trip is not None and not c.execute(
-                "UPDATE book_state SET halted=1, halt_reason=?, halted_at=?, halted_by=? WHERE book=? AND halted=0",
-                (trip[2], now, trip[1], state.book),
+                "UPDATE book_state SET trading_state=?, halt_reason=?, halted_at=?, halted_by=? "
+                "WHERE book=? AND trading_state=?",
+                (REDUCING, trip[2], now, trip[1], state.book, ACTIVE),
             ).rowcount:
                 # A halt already stands: the kill switch changed nothing, so it records no second halt
                 # (the risk sensor keys each halt by its event).
                 events = [e for e in events if e is not trip]
-            halted, reason = c.execute("SELECT halted, halt_reason FROM book_state WHERE book=?", (state.book,)).fetchone()
+            trading_state, reason = c.execute("SELECT trading_state, halt_reason FROM book_state WHERE book=?",
+                                              (state.book,)).fetchone()
+            halted = trading_state != ACTIVE
             c.execute("DELETE FROM book_positions WHERE book=?", (state.book,))
             c.executemany(
                 "INSERT INTO book_positions (book, symbol, quantity, avg_price) VALUES (?, ?, ?, ?)",
                 [(state.book, s, q, p) for s, (q, p) in state.positions.items() if q != 0],
             )
+            # the cycles' own orders are settled by this commit; an intent of an earlier crashed run was resolved before
+            c.execute("UPDATE intents SET status='committed', resolved_at=? WHERE book=? AND status='open' "
+                      "AND cycle_time BETWEEN ? AND ?", (now, state.book, times[0], times[-1]))
+            try:
+                insert_ledger_entries(c, state.book, [e for r in records for e in r.ledger])
+            except sqlite3.IntegrityError as exc:
+                raise StateError(f"book {state.book!r}: a fill of these cycles is already in the ledger ({exc}); "
+                                 "a fill is booked once") from exc
             c.executemany(
                 "INSERT OR REPLACE INTO book_arrays (book, name, data) VALUES (?, ?, ?)",
                 [(state.book, n, array_to_blob(a)) for n, a in state.arrays.items()],
@@ -376,57 +630,196 @@ class StateStore:
                     "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, ?, ?, ?, ?)",
                     (state.book, now, kind, actor, reason_text, json.dumps(details, default=str)),
                 )
-        return bool(halted), reason
+        return trading_state, reason
+
+    # ------------------------------------------------------------------ order intents (crash safety)
+
+    def record_intents(self, book: str, cycle_time, attempt: int, orders: list[OrderRequest]) -> None:
+        """Record, durably and before any is sent, the orders the cycle at ``cycle_time`` is about to send."""
+        now = utcnow().isoformat()
+        t = _iso(cycle_time)
+        try:
+            with self.transaction() as c:
+                c.executemany(
+                    "INSERT INTO intents (book, client_order_id, cycle_time, attempt, seq, symbol, side, quantity, "
+                    "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(book, o.client_order_id, t, attempt, i, o.symbol, o.side, o.quantity, now) for i, o in enumerate(orders)],
+                )
+        except sqlite3.IntegrityError as exc:
+            raise StateError(f"book {book!r}: an order id of the cycle at {t} was recorded before ({exc}); "
+                             "an order id is sent once") from exc
+
+    def open_intents(self, book: str) -> list[Intent]:
+        """Intents of ``book`` whose cycle was never committed and which no run has resolved yet, in recording order."""
+        rows = self._conn.execute(
+            f"SELECT {INTENT_COLUMNS} FROM intents WHERE book=? AND status='open' ORDER BY cycle_time, attempt, seq",
+            (book,))
+        return [_intent_from_row(r) for r in rows]
+
+    def answered_intents(self, book: str, cycle_time) -> list[Intent]:
+        """Intents of the (uncommitted) cycle at ``cycle_time`` that the broker answered after a crash, in order."""
+        marks = ", ".join("?" * len(ANSWERED))
+        rows = self._conn.execute(
+            f"SELECT {INTENT_COLUMNS} FROM intents WHERE book=? AND cycle_time=? AND status IN ({marks}) "
+            "ORDER BY attempt, seq", (book, _iso(cycle_time), *ANSWERED))
+        return [_intent_from_row(r) for r in rows]
+
+    def next_attempt(self, book: str, cycle_time) -> int:
+        """1 + the number of runs of the cycle at ``cycle_time`` that recorded intents."""
+        row = self._conn.execute("SELECT MAX(attempt) FROM intents WHERE book=? AND cycle_time=?",
+                                 (book, _iso(cycle_time))).fetchone()
+        return 1 + (row[0] or 0)
+
+    def last_recovered_cycle(self, book: str) -> pd.Timestamp | None:
+        """The newest cycle time of a fill booked by recovery (its cycle crashed), or None."""
+        row = self._conn.execute(
+            "SELECT MAX(cycle_time) FROM intents WHERE book=? AND status IN ('filled', 'partially_filled')", (book,)
+        ).fetchone()
+        return pd.Timestamp(row[0]) if row[0] else None
+
+    def resolve_intents(self, book: str, outcomes: list[tuple[Intent, OrderResult | None]], actor: str) -> list[LedgerEntry]:
+        """Book what the broker answered for open intents, in one transaction; returns the fills booked.
+
+        ``outcomes`` pairs each open intent with the broker's result for its
+        client order id (None: the broker never received it). Every fill is
+        appended to the ledger (source ``recovery``) and folded into the
+        book's cash and positions, with a ``recovered_fill`` event; each intent
+        is marked with the broker's answer, or ``not_submitted``. A fill
+        already in the ledger is not booked again.
+        """
+        now = utcnow().isoformat()
+        booked: list[LedgerEntry] = []
+        with self.transaction() as c:
+            holdings = self._stored_holdings(c, book)
+            for intent, result in outcomes:
+                fill = None if result is None else result.fill
+                if fill is not None and c.execute("SELECT 1 FROM ledger WHERE book=? AND client_order_id=?",
+                                                  (book, fill.client_order_id)).fetchone() is None:
+                    entry = fill_entry(fill, intent.cycle_time, "recovery")
+                    holdings.apply(entry)
+                    booked.append(entry)
+                    c.execute(
+                        "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, 'recovered_fill', ?, ?, ?)",
+                        (book, now, actor, f"the broker filled {fill.side} {fill.quantity} {fill.symbol} of the cycle "
+                         f"at {_iso(intent.cycle_time)}, which was never committed",
+                         json.dumps({"client_order_id": fill.client_order_id, "quantity": entry.quantity,
+                                     "price": fill.price, "fee": fill.fee, "attempt": intent.attempt})),
+                    )
+                c.execute(
+                    "UPDATE intents SET status=?, filled_quantity=?, price=?, fee=?, reject_reason=?, resolved_at=? "
+                    "WHERE book=? AND client_order_id=?",
+                    ("not_submitted", 0, None, 0.0, "", now, book, intent.client_order_id) if result is None else
+                    (result.status, result.filled_quantity, fill.price if fill else None, fill.fee if fill else 0.0,
+                     result.reject_reason, now, book, intent.client_order_id),
+                )
+            insert_ledger_entries(c, book, booked)
+            self._store_holdings(c, book, holdings, now)
+            counts = {status: sum(1 for i, r in outcomes if (r.status if r else "not_submitted") == status)
+                      for status in (*ANSWERED, "not_submitted")}
+            c.execute(
+                "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, 'recovery', ?, ?, ?)",
+                (book, now, actor, f"resolved {len(outcomes)} intent(s) of cycle(s) never committed at the broker; "
+                 f"booked {len(booked)} fill(s)",
+                 json.dumps({"cycles": sorted({_iso(i.cycle_time) for i, _ in outcomes}), "counts": counts})),
+            )
+        return booked
+
+    def adjust(self, book: str, entries: list[LedgerEntry], event: tuple[str, str, str, dict]) -> None:
+        """Append ``entries`` to ``book``'s ledger, fold them into its cash and positions and record ``event``
+        ((kind, actor, reason, details)), in one transaction."""
+        now = utcnow().isoformat()
+        with self.transaction() as c:
+            holdings = self._stored_holdings(c, book)
+            for entry in entries:
+                holdings.apply(entry)
+            insert_ledger_entries(c, book, entries)
+            self._store_holdings(c, book, holdings, now)
+            kind, actor, reason, details = event
+            c.execute("INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, ?, ?, ?, ?)",
+                      (book, now, kind, actor, reason, json.dumps(details, default=str)))
+
+    def _stored_holdings(self, c: sqlite3.Connection, book: str) -> Holdings:
+        cash = c.execute("SELECT cash FROM book_state WHERE book=?", (book,)).fetchone()
+        if cash is None:
+            raise StateError(f"book {book!r} does not exist; known books: {self.books()}")
+        return Holdings(cash[0], {s: (q, p) for s, q, p in c.execute(
+            "SELECT symbol, quantity, avg_price FROM book_positions WHERE book=?", (book,))})
+
+    @staticmethod
+    def _store_holdings(c: sqlite3.Connection, book: str, holdings: Holdings, now: str) -> None:
+        c.execute("UPDATE book_state SET cash=?, updated_at=? WHERE book=?", (holdings.cash, now, book))
+        c.execute("DELETE FROM book_positions WHERE book=?", (book,))
+        c.executemany("INSERT INTO book_positions (book, symbol, quantity, avg_price) VALUES (?, ?, ?, ?)",
+                      [(book, s, q, p) for s, (q, p) in holdings.positions.items()])
+
+    def holdings_at_start(self, book: str, cycle_time) -> Holdings:
+        """The fold of ``book``'s ledger without the fills of the cycle at ``cycle_time``: the book as that cycle began."""
+        t = pd.Timestamp(cycle_time)
+        return Holdings.fold(e for e in self.ledger_entries(book) if not (e.kind == FILL and e.cycle_time == t))
 
     # ------------------------------------------------------------------ halt / resume
 
-    def halt(self, book: str, reason: str, actor: str, details: dict | None = None) -> bool:
-        """Set the halt flag (persisted). Returns False if the book was already halted (reason kept)."""
+    def halt(self, book: str, reason: str, actor: str, details: dict | None = None, mode: str = "reducing") -> bool:
+        """Halt ``book``: ``mode`` 'reducing' (only risk-reducing orders) or 'stop' (state ``halted``: no orders).
+
+        Returns True when the state changed: an active book halts, a reducing
+        one is stopped. A standing halt at least as strict is kept with its
+        reason (returns False); nothing here makes a book less strict.
+        """
         if not reason.strip():
             raise StateError("a halt needs a reason; say why trading stops")
+        if mode not in HALT_MODES:
+            raise StateError(f"halt mode {mode!r} is not one of {sorted(HALT_MODES)}")
+        target = HALT_MODES[mode]
         now = utcnow().isoformat()
         with self.transaction() as c:
-            row = c.execute("SELECT halted FROM book_state WHERE book=?", (book,)).fetchone()
+            row = c.execute("SELECT trading_state, halt_reason FROM book_state WHERE book=?", (book,)).fetchone()
             if row is None:
                 raise StateError(f"book {book!r} does not exist; known books: {self.books()}")
-            if row[0]:
+            if TRADING_STATES.index(row[0]) >= TRADING_STATES.index(target):
                 return False
             c.execute(
-                "UPDATE book_state SET halted=1, halt_reason=?, halted_at=?, halted_by=?, updated_at=? WHERE book=?",
-                (reason, now, actor, now, book),
+                "UPDATE book_state SET trading_state=?, halt_reason=?, halted_at=?, halted_by=?, updated_at=? WHERE book=?",
+                (target, reason, now, actor, now, book),
             )
+            previous = {} if row[0] == ACTIVE else {"previous_state": row[0], "previous_reason": row[1]}
             c.execute(
                 "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, 'halt', ?, ?, ?)",
-                (book, now, actor, reason, json.dumps(details or {}, default=str)),
+                (book, now, actor, reason, json.dumps({"trading_state": target, **previous, **(details or {})}, default=str)),
             )
         return True
 
     def resume(self, book: str, operator: str, reason: str) -> bool:
-        """Clear the halt flag: the only way it is cleared. Returns False if the book was not halted."""
+        """Make ``book`` active again: the only way a halt is cleared. Returns False if the book was active."""
         if not operator.strip() or not reason.strip():
             raise StateError("resuming a book needs an operator and a reason (who resumes it, and why)")
         now = utcnow().isoformat()
         with self.transaction() as c:
-            row = c.execute("SELECT halted, halt_reason FROM book_state WHERE book=?", (book,)).fetchone()
+            row = c.execute("SELECT trading_state, halt_reason FROM book_state WHERE book=?", (book,)).fetchone()
             if row is None:
                 raise StateError(f"book {book!r} does not exist; known books: {self.books()}")
-            if not row[0]:
+            if row[0] == ACTIVE:
                 return False
             c.execute(
-                "UPDATE book_state SET halted=0, halt_reason='', halted_at=NULL, halted_by='', updated_at=? WHERE book=?",
-                (now, book),
+                "UPDATE book_state SET trading_state=?, halt_reason='', halted_at=NULL, halted_by='', updated_at=? "
+                "WHERE book=?",
+                (ACTIVE, now, book),
             )
             c.execute(
                 "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, 'resume', ?, ?, ?)",
-                (book, now, operator, reason, json.dumps({"cleared_halt_reason": row[1]})),
+                (book, now, operator, reason, json.dumps({"cleared_halt_reason": row[1], "cleared_state": row[0]})),
             )
         return True
 
+    def trading_state(self, book: str) -> tuple[str, str]:
+        """(trading state, halt reason) of ``book``; an unknown book is active."""
+        row = self._conn.execute("SELECT trading_state, halt_reason FROM book_state WHERE book=?", (book,)).fetchone()
+        return (ACTIVE, "") if row is None else (row[0], row[1])
+
     def halt_status(self, book: str) -> tuple[bool, str]:
-        row = self._conn.execute("SELECT halted, halt_reason FROM book_state WHERE book=?", (book,)).fetchone()
-        if row is None:
-            return False, ""
-        return bool(row[0]), row[1]
+        """(whether ``book`` is not active, the halt's reason)."""
+        state, reason = self.trading_state(book)
+        return state != ACTIVE, reason
 
     # ------------------------------------------------------------------ locks
 
@@ -440,7 +833,7 @@ class StateStore:
         """
         now = utcnow()
         expires = now + pd.Timedelta(seconds=ttl_seconds)
-        with self.transaction() as c:
+        with self._lock_transaction() as c:
             row = c.execute("SELECT owner, acquired_at, expires_at FROM book_locks WHERE book=?", (book,)).fetchone()
             if row is not None and row[0] != owner:
                 dead = owner_is_dead(row[0])
@@ -461,8 +854,19 @@ class StateStore:
             )
 
     def release_lock(self, book: str, owner: str) -> None:
-        with self.transaction() as c:
+        with self._lock_transaction() as c:
             c.execute("DELETE FROM book_locks WHERE book=? AND owner=?", (book, owner))
+
+    @contextmanager
+    def _lock_transaction(self):
+        """A transaction not synced to disk on its own: a lock row lost in a power cut belongs to a process
+        that died with it (and a dead owner's lock is taken over), and the next synced commit carries it."""
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self.transaction() as c:
+                yield c
+        finally:
+            self._conn.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
     def locked(self, book: str, owner: str | None = None, ttl_seconds: float = 600.0):
@@ -541,6 +945,38 @@ class StateStore:
         if symbol is not None:
             frame = frame[frame["symbol"] == symbol]
         return frame.reset_index(drop=True)
+
+    def ledger(self, book: str) -> pd.DataFrame:
+        """``book``'s ledger in booking order (``seq``), one row per entry (see :mod:`foxlive_core.portfolio`)."""
+        frame = pd.read_sql_query(f"SELECT seq, {LEDGER_COLUMNS} FROM ledger WHERE book=? ORDER BY seq", self._conn,
+                                  params=(book,))
+        for column in ("time", "cycle_time"):
+            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+        return frame
+
+    def ledger_entries(self, book: str) -> list[LedgerEntry]:
+        """``book``'s ledger entries in booking order."""
+        rows = self._conn.execute(f"SELECT {LEDGER_COLUMNS} FROM ledger WHERE book=? ORDER BY seq", (book,))
+        return [_entry_from_row(r) for r in rows]
+
+    def check_ledger(self, book: str) -> list[str]:
+        """Where ``book``'s stored cash and positions differ from the fold of its ledger; [] when they agree.
+
+        Read in one transaction, so a commit in between cannot make them differ.
+        """
+        with self._read():
+            entries = self.ledger_entries(book)
+            stored = self.load(book).holdings
+        return differences(Holdings.fold(entries), stored, ("ledger", "stored state"))
+
+    @contextmanager
+    def _read(self):
+        """A read transaction: every read inside sees the same commit."""
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._conn.execute("COMMIT")
 
     def orders(self, book: str) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM orders WHERE book=? ORDER BY cycle_time, client_order_id", self._conn, params=(book,))

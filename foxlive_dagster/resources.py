@@ -14,7 +14,7 @@ import dagster as dg
 
 from foxlive_core.config import CONFIG_ENV_VAR, HOME_ENV_VAR, FoxliveConfig, load_config
 from foxlive_core.engine import TradingEngine
-from foxlive_core.errors import BrokerError
+from foxlive_core.brokers import open_broker
 from foxlive_core.models.store import ModelSet, ModelStore
 from foxlive_core.state import StateStore
 
@@ -75,27 +75,26 @@ class StateStoreResource(dg.ConfigurableResource):
 
 
 class BrokerResource(dg.ConfigurableResource):
-    """Which broker executes orders. Only ``paper`` exists today; a live broker's
-    key would come from ``dg.EnvVar("FOXLIVE_BROKER_API_KEY")``, never from a file."""
+    """The broker of the live books: the adapter the foxlive config names (``broker.kind``).
+
+    It holds no credential: an adapter reads its own from the environment
+    (foxlive_core.brokers.credentials), so none is in run config or metadata.
+    """
 
     config: dg.ResourceDependency[FoxliveConfigResource]
-    kind: str = "paper"
-    api_key: str = ""
 
-    def factory(self, store: StateStore):
-        if self.kind != "paper":
-            raise BrokerError(f"broker kind {self.kind!r} is not available; use 'paper'", "unsupported_broker")
-        from foxlive_core.brokers.paper import PaperBroker
-
+    def factory(self, store: StateStore, market):
+        """book -> Broker; a paper book fills against ``market``'s quotes."""
         cfg = self.config.get()
-        return lambda book: PaperBroker(cfg.broker, store.path, account_id=book)
+        return lambda book: open_broker(cfg.broker, book, store.path, market)
 
 
 def make_engine(config: FoxliveConfigResource, market: MarketDataResource, models: ModelStoreResource,
                 state: StateStoreResource, broker: BrokerResource) -> TradingEngine:
     """An engine wired from the resources (the one place the Dagster layer builds one)."""
     store = state.get()
-    return TradingEngine(config.get(), market.get(), models.active(), store, broker_factory=broker.factory(store))
+    source = market.get()
+    return TradingEngine(config.get(), source, models.active(), store, broker_factory=broker.factory(store, source))
 
 
 def make_resources(config_path: str = "", home: str = "") -> dict:

@@ -1,6 +1,7 @@
-"""A paper broker: market orders filled against the current quote, the book kept in SQLite.
+"""A paper broker: market orders filled against its venue's quote, the book kept in SQLite.
 
-Fills: a buy pays ``ask * (1 + slippage)``, a sell receives ``bid * (1 - slippage)``,
+Quotes come from the broker's venue (:mod:`foxlive_core.brokers.venue`): the
+quote of each ordered symbol at the order's time. Fills: a buy pays ``ask * (1 + slippage)``, a sell receives ``bid * (1 - slippage)``,
 and the fee ``fee_bps * 1e-4 * notional`` is charged to cash on both sides. An
 order larger than ``max_fill_fraction_of_displayed`` times the displayed size
 on its side fills that many whole shares and the rest is cancelled (IOC).
@@ -35,9 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from foxlive_core.brokers.protocol import SIDES, Account, Fill, OrderRequest, OrderResult, Position, as_utc
+from foxlive_core.brokers.venue import Venue
 from foxlive_core.config import BrokerConfig
-from foxlive_core.data.types import QuoteSnapshot
 from foxlive_core.errors import BrokerError
+from foxlive_core.portfolio import position_after
 from foxlive_core.sqlite import immediate_transaction, open_sqlite
 
 BPS = 1e-4
@@ -113,19 +115,12 @@ class _Holding:
     last_price: float
 
     def apply(self, signed_quantity: int, price: float) -> None:
-        """Book a fill: weighted average on adds, P&L realised on reductions, new basis on a flip."""
+        """Book a fill: P&L realised on the part that reduces, the average price by foxlive's one rule."""
         old = self.quantity
-        new = old + signed_quantity
-        if old == 0 or (old > 0) == (signed_quantity > 0):
-            self.avg_price = (abs(old) * self.avg_price + abs(signed_quantity) * price) / abs(new)
-        else:
+        if old != 0 and (old > 0) != (signed_quantity > 0):
             closed = min(abs(signed_quantity), abs(old))
             self.realized_pnl += (price - self.avg_price) * closed * (1 if old > 0 else -1)
-            if new == 0:
-                self.avg_price = 0.0
-            elif (new > 0) != (old > 0):
-                self.avg_price = price
-        self.quantity = new
+        self.quantity, self.avg_price = position_after(old, self.avg_price, signed_quantity, price)
         self.last_price = price
 
 
@@ -139,7 +134,8 @@ class _Book:
 
 
 class PaperBroker:
-    """Simulated execution against the quotes given to :meth:`set_quotes` (see the module doc).
+    """Simulated execution against the quotes of ``venue`` (see the module doc); one adapter of
+    :class:`~foxlive_core.brokers.protocol.Broker` (``broker.kind: paper``).
 
     Parameters
     ----------
@@ -151,12 +147,17 @@ class PaperBroker:
         keeps the ledger in an in-memory database that dies with the broker.
     account_id : str
         The account inside the file; several accounts can share one file.
+    venue : Venue, optional
+        Where quotes come from (the market data source, or a SimulatedVenue).
+        Without one the broker keeps and reports its book but cannot fill.
 
-    Marks: each symbol is marked at the mid of its latest valid quote; a
-    symbol never quoted on this broker is marked at its last fill price.
+    Marks: a position is marked at the mid of the latest valid quote the venue
+    showed (at the time of the account's latest order); a symbol never quoted
+    to this broker is marked at its last fill price.
     """
 
-    def __init__(self, config: BrokerConfig, db_path: Path | str | None = None, account_id: str = "paper") -> None:
+    def __init__(self, config: BrokerConfig, db_path: Path | str | None = None, account_id: str = "paper",
+                 venue: Venue | None = None) -> None:
         if not isinstance(account_id, str) or not account_id:
             raise BrokerError(f"account_id must be a non-empty string, got {account_id!r}", "bad_account_id")
         self.config = config
@@ -164,7 +165,8 @@ class PaperBroker:
         self.db_path = None if db_path is None else Path(db_path)
         self._slippage = config.slippage_bps * BPS
         self._fee_rate = config.fee_bps * BPS
-        self._quotes: dict[str, tuple[float, float, float, float]] = {}
+        self.venue = venue
+        self._quotes: dict[tuple[datetime, str], tuple[float, float, float, float]] = {}
         self._marks: dict[str, float] = {}
         self._lock = threading.RLock()
         self._conn = self._connect()
@@ -222,12 +224,15 @@ class PaperBroker:
 
     # ------------------------------------------------------------------ quotes and marks
 
-    def set_quotes(self, quotes: QuoteSnapshot) -> None:
-        """Make ``quotes`` the current book to fill against and mark the portfolio at their mids.
+    def _look(self, symbols, at: datetime) -> None:
+        """Ask the venue for ``symbols``' quotes at ``at``: they fill orders of that time and mark the book.
 
-        A symbol absent from ``quotes`` (or with an invalid quote) cannot trade
-        until quoted again; it keeps its last valid mid as its mark.
+        A symbol whose quote is invalid cannot trade at ``at``; it keeps its last valid mid as its mark.
         """
+        symbols = sorted(set(symbols))
+        if self.venue is None or not symbols:
+            return
+        quotes = self.venue.quotes(symbols, at)
         bid = np.asarray(quotes.bid, dtype=np.float64)
         ask = np.asarray(quotes.ask, dtype=np.float64)
         with np.errstate(invalid="ignore"):
@@ -240,9 +245,8 @@ class PaperBroker:
             np.asarray(quotes.bid_size, dtype=np.float64).tolist(),
             np.asarray(quotes.ask_size, dtype=np.float64).tolist(),
         )
-        with self._lock:
-            self._quotes = {symbol: (b, a, bs, asz) for symbol, b, a, bs, asz in rows}
-            self._marks.update((s, m) for s, m, ok in zip(quotes.symbols, mid.tolist(), valid.tolist()) if ok)
+        self._quotes.update(((at, symbol), (b, a, bs, asz)) for symbol, b, a, bs, asz in rows)
+        self._marks.update((s, m) for s, m, ok in zip(quotes.symbols, mid.tolist(), valid.tolist()) if ok)
 
     def _mark(self, symbol: str, holding: _Holding) -> float:
         return self._marks.get(symbol, holding.last_price)
@@ -266,7 +270,19 @@ class PaperBroker:
         requests = list(requests)
         if not requests:
             return []
+        if self.venue is None:
+            raise BrokerError(f"paper account {self.account_id!r} has no venue to fill against; open it with one "
+                              "(the market data source, or a SimulatedVenue)", "no_venue")
         with self._transaction() as conn:
+            # the quotes of each order's time: the ordered symbols, and the shorts the margin check marks
+            shorts = [r[0] for r in conn.execute(
+                "SELECT symbol FROM paper_positions WHERE account_id = ? AND quantity < 0", (self.account_id,))]
+            times: dict[datetime, set[str]] = {}
+            for request in requests:
+                times.setdefault(request.time, set()).add(request.symbol)
+            self._quotes = {}
+            for at in sorted(times):
+                self._look(times[at] | set(shorts), at)
             book = self._load_book(conn)
             results_by_id = self._recorded_results(conn, {r.client_order_id for r in requests})
             results: list[OrderResult] = []
@@ -335,11 +351,12 @@ class PaperBroker:
                 "zero_quantity", f"quantity {quantity!r} is not a whole number of shares > 0; give a positive int"
             )
         quantity = int(quantity)
-        quote = self._quotes.get(symbol)
+        quote = self._quotes.get((request.time, symbol))
         problem = _quote_problem(quote)
         if problem:
             return rejected(
-                "no_quote", f"{symbol} {problem}; call set_quotes with a snapshot holding a valid quote for {symbol}"
+                "no_quote", f"{symbol} {problem} at the venue at {request.time.isoformat()}; an order fills only "
+                f"against a valid quote"
             )
         bid, ask, bid_size, ask_size = quote
         buying = side == "buy"
@@ -436,10 +453,34 @@ class PaperBroker:
             ).fetchall()
         return [_fill_from_row(row) for row in rows]
 
-    def positions(self) -> dict[str, Position]:
-        """Open positions by symbol, marked at the current mid."""
+    def orders(self, since: datetime | None = None) -> list[OrderResult]:
+        """Orders submitted at or after ``since`` (every order when None), oldest first."""
+        where, params = "", (self.account_id,)
+        if since is not None:
+            where, params = " AND o.time >= ?", (self.account_id, as_utc(since, "orders since").strftime(TIME_FORMAT))
         with self._snapshot() as conn:
+            rows = conn.execute(
+                f"SELECT {ORDER_COLUMNS} FROM paper_orders o LEFT JOIN paper_fills f "
+                "ON f.account_id = o.account_id AND f.client_order_id = o.client_order_id "
+                f"WHERE o.account_id = ?{where} ORDER BY o.time, o.seq",
+                params,
+            ).fetchall()
+        return [_result_from_row(row) for row in rows]
+
+    def positions(self) -> dict[str, Position]:
+        """Open positions by symbol, marked at the venue's mid (see the class doc)."""
+        with self._snapshot() as conn:
+            self._mark_held(conn)
             return self._positions(conn)
+
+    def _mark_held(self, conn: sqlite3.Connection) -> None:
+        """Refresh the marks of the open positions from the venue, at the time of the account's latest order."""
+        latest = conn.execute("SELECT MAX(time) FROM paper_orders WHERE account_id = ?", (self.account_id,)).fetchone()[0]
+        if latest is None:
+            return
+        held = [r[0] for r in conn.execute(
+            "SELECT symbol FROM paper_positions WHERE account_id = ? AND quantity != 0", (self.account_id,))]
+        self._look(held, datetime.fromisoformat(latest))
 
     def _positions(self, conn: sqlite3.Connection) -> dict[str, Position]:
         positions = {}
@@ -456,6 +497,7 @@ class PaperBroker:
         """Cash, equity = cash + sum(quantity * mid), and dollar exposures."""
         with self._snapshot() as conn:
             (cash,) = conn.execute("SELECT cash FROM paper_accounts WHERE account_id = ?", (self.account_id,)).fetchone()
+            self._mark_held(conn)
             values = [p.market_value for p in self._positions(conn).values()]
         net = math.fsum(values)
         gross = math.fsum(abs(v) for v in values)

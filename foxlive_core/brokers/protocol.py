@@ -140,27 +140,46 @@ class Account:
 
 @runtime_checkable
 class Broker(Protocol):
-    """What the engine needs from a broker, paper or live."""
+    """Everything the engine needs from a broker, paper or live; nothing else may be called by it.
 
-    def submit_orders(self, requests: Sequence[OrderRequest]) -> list[OrderResult]:
-        """Submit a batch; one result per request, in order. A bad order is a
-        rejected result, never an exception that aborts the batch. A
-        ``client_order_id`` seen before returns its original result."""
+    Shaped like alpaca-py's ``TradingClient`` (the call each method stands
+    for is named): an adapter for a real broker implements these methods over
+    its API (see :mod:`foxlive_core.brokers._template`). A broker that
+    simulates execution takes its quotes from a venue (see
+    :mod:`foxlive_core.brokers.venue`), never from the engine.
+    """
 
     def submit_order(self, request: OrderRequest) -> OrderResult:
-        """Submit one order; a rejection raises ``BrokerError`` with the reason."""
+        """Submit one order under its ``client_order_id`` (``submit_order``); a rejection raises ``BrokerError``."""
 
-    def cancel_order(self, client_order_id: str) -> bool:
-        """Cancel a resting order; True if something was cancelled."""
-
-    def positions(self) -> dict[str, Position]:
-        """Open positions by symbol, marked to market."""
-
-    def account(self) -> Account:
-        """Cash, equity and exposures at the marks."""
-
-    def fills_since(self, ts: datetime) -> list[Fill]:
-        """Fills with time >= ``ts`` (UTC-aware), oldest first."""
+    def submit_orders(self, requests: Sequence[OrderRequest]) -> list[OrderResult]:
+        """Submit a cycle's orders; one result per request, in order. A bad
+        order is a rejected result, never an exception that aborts the batch;
+        a ``client_order_id`` seen before returns its original result and
+        never trades again."""
 
     def order(self, client_order_id: str) -> OrderResult | None:
-        """The result recorded for ``client_order_id``, or None if never submitted."""
+        """The order submitted under ``client_order_id`` as the broker knows it
+        (``get_order_by_client_id``), or None if the broker never received it."""
+
+    def orders(self, since: datetime | None = None) -> list[OrderResult]:
+        """Orders submitted at or after ``since`` (all when None), oldest first (``get_orders``)."""
+
+    def cancel_order(self, client_order_id: str) -> bool:
+        """Cancel a resting order (``cancel_order_by_id``); True if something was cancelled."""
+
+    def positions(self) -> dict[str, Position]:
+        """Open positions by symbol, marked to market (``get_all_positions``)."""
+
+    def account(self) -> Account:
+        """Cash, equity and exposures at the marks (``get_account``)."""
+
+    def fills_since(self, ts: datetime) -> list[Fill]:
+        """Fills with time >= ``ts`` (UTC-aware), oldest first (``get_account_activities``, type FILL)."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+BROKER_METHODS = ("submit_order", "submit_orders", "order", "orders", "cancel_order", "positions", "account",
+                  "fills_since", "close")

@@ -316,7 +316,7 @@ def build_cycle_assets(partitions_def: dg.PartitionsDefinition) -> list:
     @dg.asset(check_specs=checks.SNAPSHOT_CHECKS, **common)
     def portfolio_snapshot(context: dg.AssetExecutionContext, trading_cycle: dict, foxlive: FoxliveConfigResource,
                            market: MarketDataResource, state: StateStoreResource):
-        """The book after the range's last cycle: cash, positions marked at mid, exposures."""
+        """The book after the range's last cycle: cash, positions marked at mid (foxlive_core.portfolio), exposures."""
         cfg = foxlive.get()
         book = trading_cycle["book"]
         store = state.get()
@@ -326,13 +326,11 @@ def build_cycle_assets(partitions_def: dg.PartitionsDefinition) -> list:
         frame = pd.DataFrame(columns=["symbol", "quantity", "avg_price", "mark", "market_value", "weight"])
         value = st.cash
         if symbols:
-            quotes = market.get().quotes(symbols, t)
-            qty = np.array([st.positions[s][0] for s in symbols], dtype=float)
-            avg = np.array([st.positions[s][1] for s in symbols])
-            mark = np.where(np.isfinite(quotes.mid), quotes.mid, avg)
-            mv = qty * mark
-            value = st.cash + float(mv.sum())
-            frame = pd.DataFrame({"symbol": symbols, "quantity": qty.astype(int), "avg_price": avg, "mark": mark,
+            marked = st.holdings.marked(symbols, market.get().quotes(symbols, t).mid)
+            mv = marked.quantity * marked.mark
+            value = marked.value
+            frame = pd.DataFrame({"symbol": symbols, "quantity": marked.quantity.astype(int),
+                                  "avg_price": [st.positions[s][1] for s in symbols], "mark": marked.mark,
                                   "market_value": mv, "weight": mv / value})
         gross = float(frame["weight"].abs().sum()) if len(frame) else 0.0
         net = float(frame["weight"].sum()) if len(frame) else 0.0

@@ -72,15 +72,15 @@ def test_a_halt_set_while_a_cycle_decides_binds_its_orders(engine_home):
     for t in times[:first]:
         engine.run_cycle("racing", t)
     other = StateStore(engine.cfg.state_path)
-    real_status = engine.store.halt_status
+    real_state = engine.store.trading_state
 
     def halt_arrives(book):
         other.halt(book, "operator stop mid-cycle", "bob")
-        return real_status(book)
+        return real_state(book)
 
-    engine.store.halt_status = halt_arrives
+    engine.store.trading_state = halt_arrives
     racing = engine.run_cycle("racing", times[first])
-    engine.store.halt_status = real_status
+    engine.store.trading_state = real_state
     # the book was flat: every order of the free run opened a position, so the halted run sends none
     assert racing.orders == [] and racing.halted
     assert set(racing.decision.reason[free[first].decision.shares != 0]) == {"kill_switch_active"}

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from foxlive_core.brokers import Broker, OrderRequest, PaperBroker
+from foxlive_core.brokers import Broker, OrderRequest, PaperBroker, SimulatedVenue
 from foxlive_core.config import BrokerConfig
 from foxlive_core.data.types import QuoteSnapshot
 from foxlive_core.errors import BrokerError
@@ -41,8 +41,9 @@ def order(order_id: str, symbol: str, side: str, quantity, at: datetime = T0) ->
 
 
 def broker_with(config: BrokerConfig = CONFIG, db_path=None, account_id: str = "paper", **quotes) -> PaperBroker:
-    broker = PaperBroker(config, db_path, account_id)
-    broker.set_quotes(snapshot(**(quotes or {"AAA": (99.98, 100.02, 5000.0, 5000.0)})))
+    """A paper broker on a simulated venue showing ``quotes`` (post others with ``broker.venue.post``)."""
+    broker = PaperBroker(config, db_path, account_id, venue=SimulatedVenue())
+    broker.venue.post(snapshot(**(quotes or {"AAA": (99.98, 100.02, 5000.0, 5000.0)})))
     return broker
 
 
@@ -122,7 +123,7 @@ def test_buy_may_not_spend_the_cash_that_backs_shorts_but_covering_is_always_all
     assert broker.account().cash == pytest.approx(cash - 997 * buy_cost, abs=1e-6)
 
     # The AAA mid rises to 120: shorts need 180 000 > cash, so no new exposure, but covering still fills.
-    broker.set_quotes(snapshot(AAA=(119.98, 120.02, 5000.0, 5000.0), BBB=(49.99, 50.01, 5000.0, 5000.0)))
+    broker.venue.post(snapshot(AAA=(119.98, 120.02, 5000.0, 5000.0), BBB=(49.99, 50.01, 5000.0, 5000.0)))
     assert broker.submit_orders([order("b1", "BBB", "buy", 1)])[0].reject_reason == "insufficient_cash"
     assert broker.submit_orders([order("s2", "AAA", "sell", 1)])[0].reject_reason == "insufficient_cash"
     cover = broker.submit_order(order("c1", "AAA", "buy", 400))
@@ -208,7 +209,7 @@ def test_submit_order_raises_the_reject_reason():
     with pytest.raises(BrokerError) as raised:
         broker.submit_order(order("r1", "ZZZ", "buy", 10))
     assert raised.value.reason == "no_quote"
-    assert "ZZZ" in str(raised.value) and "set_quotes" in str(raised.value)
+    assert "ZZZ has no usable quote (bid nan, ask nan; both must be finite and > 0) at the venue at 2025-01-02T15:00:00" in str(raised.value)
 
 
 def test_requests_refuse_naive_times_and_bad_ids_and_convert_other_zones_to_utc():
@@ -251,7 +252,7 @@ def test_duplicate_inside_one_batch_trades_once_and_a_rejection_stays_rejected()
     assert results[0] == results[1]
     assert broker.positions()["AAA"].quantity == 10
     rejected = broker.submit_orders([order("r", "ZZZ", "buy", 1)])[0]
-    broker.set_quotes(snapshot(ZZZ=(9.99, 10.01, 100.0, 100.0), AAA=(99.98, 100.02, 5000.0, 5000.0)))
+    broker.venue.post(snapshot(ZZZ=(9.99, 10.01, 100.0, 100.0), AAA=(99.98, 100.02, 5000.0, 5000.0)))
     assert broker.submit_orders([order("r", "ZZZ", "buy", 1)])[0] == rejected  # retry needs a new id
 
 
@@ -306,14 +307,14 @@ def test_marking_at_mid_and_equity_arithmetic():
     broker = broker_with(AAA=(99.98, 100.02, 5000.0, 5000.0), BBB=(49.99, 50.01, 5000.0, 5000.0))
     broker.submit_orders([order("b", "AAA", "buy", 10), order("s", "BBB", "sell", 100)])
     cash = 100000 - 1000.7001 * 1.0001 + 4996.5005 * 0.9999  # 103995.30046998
-    broker.set_quotes(snapshot(AAA=(109.98, 110.02, 5000.0, 5000.0), BBB=(44.99, 45.01, 5000.0, 5000.0)))
+    broker.venue.post(snapshot(AAA=(109.98, 110.02, 5000.0, 5000.0), BBB=(44.99, 45.01, 5000.0, 5000.0)))
     account = broker.account()
     assert account.cash == pytest.approx(cash, abs=1e-9)
     assert account.positions_value == pytest.approx(10 * 110 - 100 * 45)  # -3400
     assert account.net_exposure == pytest.approx(-3400.0)
     assert account.gross_exposure == pytest.approx(1100 + 4500)
     assert account.equity == pytest.approx(cash - 3400.0, abs=1e-9)
-    broker.set_quotes(snapshot(AAA=(119.98, 120.02, 5000.0, 5000.0)))  # BBB unquoted keeps its last mid
+    broker.venue.post(snapshot(AAA=(119.98, 120.02, 5000.0, 5000.0)))  # BBB unquoted keeps its last mid
     assert broker.positions()["BBB"].market_price == pytest.approx(45.0)
     assert broker.account().equity == pytest.approx(cash + 1200 - 4500, abs=1e-9)
 
@@ -321,18 +322,18 @@ def test_marking_at_mid_and_equity_arithmetic():
 def test_average_price_and_realized_pnl_through_adds_reductions_and_a_flip():
     broker = broker_with(FREE, AAA=(99.0, 100.0, 1000.0, 1000.0))
     broker.submit_order(order("1", "AAA", "buy", 10))  # 10 @ 100
-    broker.set_quotes(snapshot(AAA=(119.0, 120.0, 1000.0, 1000.0)))
+    broker.venue.post(snapshot(AAA=(119.0, 120.0, 1000.0, 1000.0)))
     broker.submit_order(order("2", "AAA", "buy", 30))  # + 30 @ 120 -> avg (1000 + 3600) / 40 = 115
     assert broker.positions()["AAA"].avg_price == pytest.approx(115.0)
-    broker.set_quotes(snapshot(AAA=(130.0, 131.0, 1000.0, 1000.0)))
+    broker.venue.post(snapshot(AAA=(130.0, 131.0, 1000.0, 1000.0)))
     broker.submit_order(order("3", "AAA", "sell", 20))  # realise (130 - 115) * 20 = 300, avg unchanged
     position = broker.positions()["AAA"]
     assert (position.quantity, position.avg_price, position.realized_pnl) == (20, pytest.approx(115.0), pytest.approx(300.0))
-    broker.set_quotes(snapshot(AAA=(90.0, 91.0, 1000.0, 1000.0)))
+    broker.venue.post(snapshot(AAA=(90.0, 91.0, 1000.0, 1000.0)))
     broker.submit_order(order("4", "AAA", "sell", 40))  # close 20 at (90 - 115) * 20 = -500, open -20 @ 90
     position = broker.positions()["AAA"]
     assert (position.quantity, position.avg_price, position.realized_pnl) == (-20, pytest.approx(90.0), pytest.approx(-200.0))
-    broker.set_quotes(snapshot(AAA=(79.0, 80.0, 1000.0, 1000.0)))
+    broker.venue.post(snapshot(AAA=(79.0, 80.0, 1000.0, 1000.0)))
     broker.submit_order(order("5", "AAA", "buy", 10))  # cover 10: (80 - 90) * 10 * -1 = +100
     position = broker.positions()["AAA"]
     assert (position.quantity, position.avg_price, position.realized_pnl) == (-10, pytest.approx(90.0), pytest.approx(-100.0))
@@ -354,8 +355,8 @@ def test_paper_broker_implements_the_broker_protocol():
 
 def test_a_batch_of_500_orders_is_fast(tmp_path):
     symbols = [f"S{i:03d}" for i in range(500)]
-    broker = PaperBroker(CONFIG, tmp_path / "state.sqlite")
-    broker.set_quotes(
+    broker = PaperBroker(CONFIG, tmp_path / "state.sqlite", venue=SimulatedVenue())
+    broker.venue.post(
         QuoteSnapshot(
             tuple(symbols),
             np.full(500, 19.99),
@@ -393,8 +394,8 @@ order_steps = st.tuples(st.just("order"), st.sampled_from(SYMBOLS), st.sampled_f
 def test_cash_plus_marked_positions_equals_start_plus_fill_edge_minus_fees(steps):
     books = {s: (99.98, 100.02, 5000.0, 5000.0) for s in SYMBOLS}
     marks = {s: 100.0 for s in SYMBOLS}
-    broker = PaperBroker(CONFIG)
-    broker.set_quotes(snapshot(**books))
+    broker = PaperBroker(CONFIG, venue=SimulatedVenue())
+    broker.venue.post(snapshot(**books))
     fills = []
     for i, step in enumerate(steps):
         if step[0] == "quote":
@@ -403,7 +404,8 @@ def test_cash_plus_marked_positions_equals_start_plus_fill_edge_minus_fees(steps
             books[symbol] = (mid - half, mid + half, size, size) if valid else (np.nan, np.nan, size, size)
             if valid:
                 marks[symbol] = mid
-            broker.set_quotes(snapshot(**books))
+            broker.venue.post(snapshot(**books))
+            broker.account()  # the broker looks at its venue (it marks at the latest valid quote it has seen)
             continue
         _, symbol, side, quantity = step
         cash_before = broker.account().cash

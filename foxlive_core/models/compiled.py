@@ -110,7 +110,7 @@ def _compiler_version() -> str:
 
 def is_current(record: dict | None, source_sha256: str) -> bool:
     """Whether ``record`` describes a library built here from the native file with checksum ``source_sha256``."""
-    if not record or record.get("source_sha256") != source_sha256:
+    if not record or record.get("file") != LIBRARY_FILE or record.get("source_sha256") != source_sha256:
         return False
     try:
         key = build_key()

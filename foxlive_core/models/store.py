@@ -258,7 +258,7 @@ class ModelStore:
                          built: dict, key: tuple[str, str]) -> None:
         """Give ``model`` its compiled forest: the recorded library if current, else a new build (in ``built``)."""
         record = meta.get("compiled")
-        library = directory / str((record or {}).get("file", compiled.LIBRARY_FILE))
+        library = directory / compiled.LIBRARY_FILE
         if record is not None and record == listed.get("compiled") and compiled.is_current(record, digest) \
                 and library.is_file():
             model.compiled = compiled.load_verified(library, record, model.predict_native,
@@ -266,8 +266,7 @@ class ModelStore:
             return
         record = compiled.compile_beside(directory / meta["model_file"], digest)
         if record is not None:
-            model.compiled = compiled.load_verified(directory / record["file"], record, model.predict_native,
-                                                    "the record of its build")
+            model.compiled = compiled.load_verified(library, record, model.predict_native, "the record of its build")
             built[key] = meta["compiled"] = record
 
     @staticmethod

@@ -172,6 +172,7 @@ class ModelsConfig:
     families: tuple[str, ...]
     barrier_family: str = num(**_choice("lightgbm", "xgboost"))
     barrier_width_sigmas: float = num(**_rng(0.0, 10.0, lo_open=True))
+    inference: str = num(**_choice("compiled", "native"))
     training: TrainingConfig = num()
     lightgbm: LightGBMConfig = num()
     xgboost: XGBoostConfig = num()

@@ -6,6 +6,9 @@ Layout of one training run (``<models_root>/<run_id>/``)::
     <horizon>/<family>/model.txt|json  return model (LightGBM model.txt, XGBoost/ridge model.json)
     <horizon>/<family>/model_meta.json family, target, horizon, feature_list, interval, windows,
                                        metrics, bps_scale, SHA-256 of the model file, versions
+    <horizon>/lightgbm/model.so        the forest compiled to native code, with its record (SHA-256,
+                                       build versions) under ``compiled`` in model_meta.json and the
+                                       manifest entry (foxlive_core.models.compiled)
     <horizon>/barrier_peak/...         P(touch +barrier first within h)
     <horizon>/barrier_valley/...       P(touch -barrier first within h)
 
@@ -13,6 +16,10 @@ Layout of one training run (``<models_root>/<run_id>/``)::
 it and when. Loading verifies every checksum, the family, the bar interval,
 the horizon length and that the feature builder produces exactly the model's
 ``feature_list``; any mismatch is a :class:`ModelError` naming both sides.
+With ``models.inference: compiled`` a LightGBM model also gets its compiled
+forest: verified against its record, or built (and recorded) when the run has
+none for this platform and treelite/tl2cgen version; the native predict stays
+in use when it cannot be built.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +37,8 @@ import numpy as np
 from foxlive_core.config import FoxliveConfig
 from foxlive_core.errors import ModelError
 from foxlive_core.features import FEATURE_NAMES
-from foxlive_core.models.families import check_family, load
+from foxlive_core.models import compiled
+from foxlive_core.models.families import FittedModel, check_family, load
 
 BARRIER_KINDS = ("barrier_peak", "barrier_valley")
 ACTIVE_FILE = "active.json"
@@ -108,23 +117,43 @@ class ModelSet:
         """Raw return predictions, shape (H, Fam, M), for feature rows X (M, F); NaN rows where X has a NaN."""
         valid = np.isfinite(X).all(axis=1)
         out = np.full((len(self.horizons), len(self.families), X.shape[0]), np.nan)
-        Xv = np.ascontiguousarray(X[valid])
-        for i, h in enumerate(self.horizons):
-            for j, fam in enumerate(self.families):
-                out[i, j, valid] = self.return_models[(h, fam)].predict(Xv)
+        models = [self.return_models[(h, fam)] for h in self.horizons for fam in self.families]
+        preds = predict_each(models, np.ascontiguousarray(X[valid]))
+        for k, pred in enumerate(preds):
+            out[k // len(self.families), k % len(self.families), valid] = pred
         return out
 
     def predict_barriers(self, X: np.ndarray) -> np.ndarray:
         """Barrier probabilities, shape (H, 2, M): [:, 0] p_peak, [:, 1] p_valley; NaN without a model or features."""
         valid = np.isfinite(X).all(axis=1)
         out = np.full((len(self.horizons), 2, X.shape[0]), np.nan)
-        Xv = np.ascontiguousarray(X[valid])
-        for i, h in enumerate(self.horizons):
-            for j, kind in enumerate(BARRIER_KINDS):
-                model = self.barrier_models.get((h, kind))
-                if model is not None:
-                    out[i, j, valid] = model.predict(Xv)
+        slots = [(i, j) for i, h in enumerate(self.horizons) for j, kind in enumerate(BARRIER_KINDS)
+                 if (h, kind) in self.barrier_models]
+        models = [self.barrier_models[(self.horizons[i], BARRIER_KINDS[j])] for i, j in slots]
+        for (i, j), pred in zip(slots, predict_each(models, np.ascontiguousarray(X[valid]))):
+            out[i, j, valid] = pred
         return out
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def predict_each(models: list[FittedModel], X: np.ndarray) -> list[np.ndarray]:
+    """Each model's predictions (M,) for the rows X (M, F), in the order of ``models``.
+
+    The models run concurrently, one thread each, on the cores this process may
+    use (the libraries release the GIL while they predict). Every model predicts
+    every row on its own, so a row's predictions do not depend on the other rows,
+    on the thread that ran them or on the number of cores.
+    """
+    cores = compiled.available_cores()
+    if cores <= 1 or len(models) <= 1 or X.shape[0] == 0:
+        return [m.predict(X) for m in models]
+    # One pool per process id: a forked child inherits the pool object but not its threads.
+    pool = _pools.get(os.getpid())
+    if pool is None:
+        pool = _pools[os.getpid()] = ThreadPoolExecutor(max_workers=cores, thread_name_prefix="foxlive-inference")
+    return list(pool.map(lambda m: m.predict(X), models))
 
 
 class ModelStore:
@@ -180,6 +209,7 @@ class ModelStore:
         return_models: dict = {}
         barrier_models: dict = {}
         scale = np.full((len(families), len(horizons)), np.nan)
+        built: dict = {}  # (horizon, kind) -> record of a library compiled during this load
         for hi, h in enumerate(horizons):
             for fi, fam in enumerate(families):
                 check_family(fam, "models.families")
@@ -188,21 +218,60 @@ class ModelStore:
                         f"model run {run_id}: no {fam} model for horizon {h} in its manifest (it has "
                         f"{sorted(f'{a}/{b}' for a, b in listed)[:12]}); retrain with the current config"
                     )
-                model, meta = self._load_one(run_dir / h / fam, listed[(h, fam)], cfg, h, bars[h], fam)
+                model, meta = self._load_one(run_dir / h / fam, listed[(h, fam)], cfg, h, bars[h], fam, built)
                 return_models[(h, fam)] = model
                 metas[f"{h}/{fam}"] = meta
                 scale[fi, hi] = float(meta["bps_scale"])
             for kind in BARRIER_KINDS:
                 if (h, kind) in listed:
-                    model, meta = self._load_one(run_dir / h / kind, listed[(h, kind)], cfg, h, bars[h], kind)
+                    model, meta = self._load_one(run_dir / h / kind, listed[(h, kind)], cfg, h, bars[h], kind, built)
                     barrier_models[(h, kind)] = model
                     metas[f"{h}/{kind}"] = meta
+        if built:
+            self._record_compiled(run_dir, manifest, built)
         fitted = manifest.get("calibration", {})
         slope = np.array([float(fitted.get(h, {}).get("slope", 1.0)) for h in horizons])
         return ModelSet(run_id, horizons, families, FEATURE_NAMES, return_models, barrier_models, scale, metas, slope)
 
     @staticmethod
-    def _load_one(directory: Path, listed: dict, cfg: FoxliveConfig, horizon: str, bars: int, kind: str):
+    def _record_compiled(run_dir: Path, manifest: dict, built: dict) -> None:
+        """Write the records of libraries built during a load into their model_meta.json files and the manifest.
+
+        The libraries are in place already; a crash before the records are written
+        leaves records that do not match, and the next load rebuilds.
+        """
+        try:
+            for (h, kind), record in built.items():
+                meta_path = run_dir / h / kind / "model_meta.json"
+                write_json_atomic(meta_path, {**_read_json(meta_path, "model metadata"), "compiled": record})
+            for entry in manifest.get("models", []):
+                if (entry["horizon"], entry["kind"]) in built:
+                    entry["compiled"] = built[(entry["horizon"], entry["kind"])]
+            write_json_atomic(run_dir / "manifest.json", manifest)
+        except OSError as exc:
+            # The libraries serve this process; without their records the next load builds them again.
+            compiled.log.warning("cannot record the compiled models of %s (%s); they are rebuilt on the next load",
+                                 run_dir, exc)
+
+    @staticmethod
+    def _attach_compiled(model: FittedModel, directory: Path, meta: dict, listed: dict, digest: str,
+                         built: dict, key: tuple[str, str]) -> None:
+        """Give ``model`` its compiled forest: the recorded library if current, else a new build (in ``built``)."""
+        record = meta.get("compiled")
+        library = directory / compiled.LIBRARY_FILE
+        if record is not None and record == listed.get("compiled") and compiled.is_current(record, digest) \
+                and library.is_file():
+            model.compiled = compiled.load_verified(library, record, model.predict_native,
+                                                    f"{directory / 'model_meta.json'} and the manifest")
+            return
+        record = compiled.compile_beside(directory / meta["model_file"], digest)
+        if record is not None:
+            model.compiled = compiled.load_verified(library, record, model.predict_native, "the record of its build")
+            built[key] = meta["compiled"] = record
+
+    @staticmethod
+    def _load_one(directory: Path, listed: dict, cfg: FoxliveConfig, horizon: str, bars: int, kind: str,
+                  built: dict):
         meta_path = directory / "model_meta.json"
         meta = _read_json(meta_path, "model metadata")
         family = meta.get("family", "")
@@ -243,4 +312,6 @@ class ModelStore:
                 "truncated or was modified, retrain with `foxlive train`"
             )
         model = load(family, meta["objective"], model_path)
+        if cfg.models.inference == "compiled" and family in compiled.COMPILED_FAMILIES:
+            ModelStore._attach_compiled(model, directory, meta, listed, digest, built, (horizon, kind))
         return model, meta

@@ -34,7 +34,7 @@ from foxlive_core.config import FoxliveConfig
 from foxlive_core.data.protocol import MarketData
 from foxlive_core.errors import DataError, ModelError
 from foxlive_core.features import FEATURE_NAMES, build_features, fill_missing_bars
-from foxlive_core.models import families
+from foxlive_core.models import compiled, families
 from foxlive_core.models.store import BARRIER_KINDS, ModelStore, sha256_file, write_json_atomic
 from foxlive_core.models.targets import barrier_labels, forward_returns
 from foxlive_core.pipeline.confidence import cross_sectional_ic
@@ -281,6 +281,8 @@ def train_models(
                 directory.mkdir(parents=True, exist_ok=True)
                 model_path = model.save(directory)
                 digest = sha256_file(model_path)
+                compiled_record = (compiled.compile_beside(model_path, digest) if cfg.models.inference == "compiled"
+                                   and family in compiled.COMPILED_FAMILIES else None)
                 importance = model.importance(list(FEATURE_NAMES))
                 meta = {
                     "run_id": run_id,
@@ -309,6 +311,7 @@ def train_models(
                                            for n, v in sorted(importance.items(), key=lambda kv: -kv[1])],
                     "model_file": model_path.name,
                     "sha256": digest,
+                    "compiled": compiled_record,
                     "package_versions": versions,
                     "created_at": datetime.now(timezone.utc).isoformat(),
                 }
@@ -320,6 +323,7 @@ def train_models(
                         "family": family,
                         "path": f"{h_cfg.name}/{kind}/{model_path.name}",
                         "sha256": digest,
+                        "compiled": compiled_record,
                         "metrics": metrics,
                         "n_train": meta["n_train"],
                         "n_validation": meta["n_validation"],

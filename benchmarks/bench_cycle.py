@@ -240,8 +240,8 @@ def scalar_decide(cfg, info, a: dict, halted: bool, quote_max_age_s: float, sw: 
             pvl = bp[best[n]][1][n] if best[n] >= 0 else NAN
             gate[n], blocked_entry[n], exits[n], greason[n], _ = refd.barrier_symbol(
                 pk, pvl, direction[n], (qty[n] > 0) - (qty[n] < 0), alpha_best[n],
-                bg.g_min, bg.gamma, bg.delta, bg.block_long_p_peak, bg.block_short_p_valley,
-                bg.exit_long_p_peak, bg.exit_short_p_valley, bg.when_missing, bg.fallback_p_peak, bg.fallback_p_valley)
+                bg.g_min, bg.gamma, bg.delta, bg.block_long_p_valley, bg.block_short_p_peak,
+                bg.exit_long_p_valley, bg.exit_short_p_peak, bg.when_missing, bg.fallback_p_peak, bg.fallback_p_valley)
 
     with sw("sizing"):
         usable = [(qreason[n] == "") and a["valid"][n] for n in rN]

@@ -107,30 +107,31 @@ def barrier_symbol(
     if informed:
         p_peak = _clip(p_peak, 0.0, 1.0)
         p_valley = _clip(p_valley, 0.0, 1.0)
+        # a long's adverse barrier is the lower one (p_valley), a short's the upper one (p_peak)
         if direction < 0:
-            gate = gate_value(p_valley, p_peak, g_min, gamma, delta)
-        else:
             gate = gate_value(p_peak, p_valley, g_min, gamma, delta)
+        else:
+            gate = gate_value(p_valley, p_peak, g_min, gamma, delta)
     else:
         gate = 1.0
 
     reason = ""
     exit_ = False
     if position > 0:
-        if informed and p_peak > exit_long:
+        if informed and p_valley > exit_long:
             exit_, reason = True, "exit_long_barrier"
         elif alpha < 0:
             exit_, reason = True, "exit_long_alpha"
     elif position < 0:
-        if informed and p_valley > exit_short:
+        if informed and p_peak > exit_short:
             exit_, reason = True, "exit_short_barrier"
         elif alpha > 0:
             exit_, reason = True, "exit_short_alpha"
     blocked = False
-    if informed and direction > 0 and p_peak > block_long:
+    if informed and direction > 0 and p_valley > block_long:
         blocked = True
         reason = reason or "barrier_blocks_long"
-    if informed and direction < 0 and p_valley > block_short:
+    if informed and direction < 0 and p_peak > block_short:
         blocked = True
         reason = reason or "barrier_blocks_short"
     return gate, blocked, exit_, reason, used_fallback

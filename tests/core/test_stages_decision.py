@@ -269,25 +269,27 @@ def test_barrier_gate_matches_reference(data, params):
 
 
 def test_barrier_gate_worked_values():
-    pp, pv = np.array([0.3, 0.5, 0.9]), np.array([0.3, 0.0, 0.0])
-    longs = barrier_gate(pp, pv, np.ones(3, np.int8), np.zeros(3), np.zeros(3))
-    # 0.7 * sqrt(0.65) = 0.564; 0.5 * sqrt(0.5) = 0.354; 0.1 * sqrt(0.5) = 0.071 -> floor 0.2.
-    np.testing.assert_allclose(longs.gate, [0.564, 0.354, 0.2], atol=5e-4)
-    assert longs.entry_blocked.tolist() == [False, False, True]
-    assert longs.reason.tolist() == ["", "", "barrier_blocks_long"]
+    # A long's adverse barrier is the lower one: p_valley shrinks and blocks it, p_peak helps it.
+    pp, pv = np.array([0.3, 0.0, 0.0, 0.8]), np.array([0.3, 0.5, 0.9, 0.1])
+    longs = barrier_gate(pp, pv, np.ones(4, np.int8), np.zeros(4), np.zeros(4))
+    # 0.7 * sqrt(0.65) = 0.564; 0.5 * sqrt(0.5) = 0.354; 0.1 * sqrt(0.5) = 0.071 -> floor 0.2;
+    # likely to touch the upper barrier first: 0.9 * sqrt(0.9) = 0.854.
+    np.testing.assert_allclose(longs.gate, [0.564, 0.354, 0.2, 0.854], atol=5e-4)
+    assert longs.entry_blocked.tolist() == [False, False, True, False]
+    assert longs.reason.tolist() == ["", "", "barrier_blocks_long", ""]
     # Shorts mirror: swapping p_peak and p_valley gives the same gates.
-    shorts = barrier_gate(pv, pp, -np.ones(3, np.int8), np.zeros(3), np.zeros(3))
+    shorts = barrier_gate(pv, pp, -np.ones(4, np.int8), np.zeros(4), np.zeros(4))
     close(shorts.gate, longs.gate)
-    assert shorts.reason.tolist() == ["", "", "barrier_blocks_short"]
+    assert shorts.reason.tolist() == ["", "", "barrier_blocks_short", ""]
     # Direction 0 uses the long formula and blocks nothing.
-    none = barrier_gate(pp, pv, np.zeros(3, np.int8), np.zeros(3), np.zeros(3))
+    none = barrier_gate(pp, pv, np.zeros(4, np.int8), np.zeros(4), np.zeros(4))
     close(none.gate, longs.gate)
     assert not none.entry_blocked.any()
 
 
 def test_barrier_gate_exits_and_missing_models():
-    pp = np.array([0.7, 0.1, 0.1, 0.1, 0.1, NAN, NAN])
-    pv = np.array([0.1, 0.1, 0.7, 0.1, 0.1, NAN, NAN])
+    pp = np.array([0.1, 0.1, 0.7, 0.1, 0.1, NAN, NAN])  # a long exits on p_valley, a short on p_peak
+    pv = np.array([0.7, 0.1, 0.1, 0.1, 0.1, NAN, NAN])
     pos = np.array([1.0, 1.0, -1.0, -1.0, 1.0, 1.0, -1.0])
     alpha = np.array([5.0, -1.0, -5.0, 2.0, NAN, -3.0, 4.0])
     res = barrier_gate(pp, pv, np.zeros(7, np.int8), pos, alpha)
@@ -299,13 +301,13 @@ def test_barrier_gate_exits_and_missing_models():
     # 'neutral': a missing model gives g = 1, never blocks or exits on barriers; alpha exits still apply.
     pp, pv = np.array([NAN, 0.2, NAN]), np.array([NAN, NAN, 0.9])
     res = barrier_gate(pp, pv, np.array([1, -1, -1], np.int8), np.array([1.0, -1.0, 0.0]),
-                       np.array([-1.0, 1.0, 0.0]), missing="neutral", exit_long_p_peak=0.0)
+                       np.array([-1.0, 1.0, 0.0]), missing="neutral", exit_long_p_valley=0.0)
     close(res.gate, [1.0, 1.0, 1.0])
     assert res.reason.tolist() == ["exit_long_alpha", "exit_short_alpha", ""]
     assert not res.entry_blocked.any() and not res.used_fallback.any()
     # 'fallback' with a high stand-in blocks: the fallback really is used.
     res = barrier_gate(np.array([NAN]), np.array([NAN]), np.array([1], np.int8), np.zeros(1), np.zeros(1),
-                       fallback_p_peak=0.8)
+                       fallback_p_valley=0.8)
     assert res.entry_blocked.tolist() == [True] and res.used_fallback.tolist() == [True]
     with pytest.raises(ValueError, match="missing"):
         barrier_gate(pp, pv, np.zeros(3), np.zeros(3), np.zeros(3), missing="ignore")

@@ -144,36 +144,48 @@ def target_weights(alphas, sigmas, gates, currents, enters, exits,
                    max_weight=0.05, z_max=3.0, weight_cap=0.20, band=0.008, gross_target=0.5):
     """Whole book. Returns (targets, zs, raws, reasons, scale)."""
     n = len(alphas)
-    zs, raws, pre, reasons = [], [], [], []
+    zs, raws, wanted, reasons, moving = [], [], [], [], []
     for i in range(n):
         a, s, g, c = alphas[i], sigmas[i], gates[i], currents[i]
         z = _clip(a / s, -z_max, z_max) if (not math.isnan(s) and s > 0) else NAN
         raw = z * (max_weight / z_max) * g
         zs.append(z)
         raws.append(raw)
+        moving.append(False)
         if exits[i]:
-            pre.append(0.0)
+            wanted.append(0.0)
             reasons.append("")
         elif not enters[i]:
-            pre.append(c)
+            wanted.append(c)
             reasons.append("")
         elif not math.isfinite(raw):
-            pre.append(c)
+            wanted.append(c)
             reasons.append("no_alpha")
         else:
-            w = _clip(raw, -weight_cap, weight_cap)
-            if abs(w - c) < band:
-                pre.append(c)
-                reasons.append("within_no_trade_band")
-            else:
-                pre.append(w)
-                reasons.append("weight_capped" if abs(raw) > weight_cap else "")
-    gross = sum(abs(w) for w in pre)
-    scale = gross_target / gross if gross > gross_target else 1.0
-    targets = [w * scale for w in pre]
+            wanted.append(_clip(raw, -weight_cap, weight_cap))
+            reasons.append("weight_capped" if abs(raw) > weight_cap else "")
+            moving[i] = True
+    gross = sum(abs(w) for w in wanted)
+    first = gross_target / gross if gross > gross_target else 1.0
+    scaled = [w * first for w in wanted]
+    keep = [not exits[i] and abs(scaled[i] - currents[i]) < band for i in range(n)]
+    room = gross_target - sum(abs(currents[i]) for i in range(n) if keep[i])
+    need = sum(abs(scaled[i]) for i in range(n) if not keep[i])
+    if room >= 0:
+        second = room / need if need > room else 1.0
+        targets = [currents[i] if keep[i] else scaled[i] * second for i in range(n)]
+        scale = first * second
+    else:
+        pre = [currents[i] if keep[i] else scaled[i] for i in range(n)]
+        total = sum(abs(w) for w in pre)
+        second = gross_target / total if total > gross_target else 1.0
+        targets = [w * second for w in pre]
+        scale = first * second
     for i in range(n):
-        if pre[i] == currents[i] and targets[i] != currents[i]:
+        if wanted[i] == currents[i] and targets[i] != currents[i]:
             reasons[i] = "gross_scaled"
+        elif moving[i] and keep[i]:
+            reasons[i] = "within_no_trade_band"
     return targets, zs, raws, reasons, scale
 
 

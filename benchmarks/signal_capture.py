@@ -2,8 +2,9 @@
 
 For each strength (a multiple of the configured ``market.simulated`` reversal
 and drift), models are trained on the market's first sessions and the following
-sessions are replayed twice, on the models and on the oracle that knows the
-planted component (foxlive_core.signal_capture). Prints one table and, with
+sessions are replayed three times: on the models, on the oracle that knows the
+planted component, and on the observable oracle that filters it from the
+prices (foxlive_core.signal_capture). Prints one table and, with
 ``--json PATH``, writes ``planted`` (one entry per strength) and ``stage_ic``
 (the stage-by-stage attribution at the default strength, 1).
 
@@ -47,7 +48,7 @@ def main() -> int:
         overrides = {"models": {"training": {"sessions": args.training_sessions}}} if args.training_sessions else None
         cfg = load_config(config_path, overrides=overrides, home=home / f"strength_{s:g}")
         t0 = time.perf_counter()
-        progress(f"strength {s:g}: training and two replays of {args.sessions} sessions, {args.symbols} symbols")
+        progress(f"strength {s:g}: training and three replays of {args.sessions} sessions, {args.symbols} symbols")
         results.append(capture(cfg, s, args.sessions, universe(cfg, args.symbols), clock=CLOCK))
         progress(f"strength {s:g} done in {time.perf_counter() - t0:.0f} s")
 
@@ -55,14 +56,15 @@ def main() -> int:
         return "-" if x is None else f"{x:+.{digits}f}"
 
     rows = [
-        [f"{r.strength:g}", r.traded_horizon, f(r.planted_ic), f(r.realised_ic), f(r.realised_ic_se),
-         f(r.pnl_after_costs, 2), f(r.oracle_pnl_after_costs, 2), f(r.capture_ratio, 2), f"{r.turnover:.2f}",
+        [f"{r.strength:g}", r.traded_horizon, f(r.planted_ic), f(r.observable_ic), f(r.realised_ic),
+         f(r.realised_ic_se), f(r.pnl_after_costs, 2), f(r.oracle_pnl_after_costs, 2), f(r.capture_ratio, 2),
+         f(r.observable_oracle_pnl_after_costs, 2), f(r.observable_capture_ratio, 2), f"{r.turnover:.2f}",
          f"{r.costs:.2f}", r.orders, r.oracle_orders]
         for r in results
     ]
     print(f"\nplanted-signal capture: {args.symbols} symbols, {args.sessions} replayed sessions\n")
-    print(table(["strength", "horizon", "planted_ic", "realised_ic", "se", "pnl $", "oracle pnl $", "capture",
-                 "turnover", "costs $", "orders", "oracle orders"], rows))
+    print(table(["strength", "horizon", "planted_ic", "observable_ic", "realised_ic", "se", "pnl $", "oracle pnl $",
+                 "capture", "observable pnl $", "obs. capture", "turnover", "costs $", "orders", "oracle orders"], rows))
     default = next((r for r in results if r.strength == 1.0), results[0])
     print("\n" + render(default.attribution))
     if args.json:

@@ -363,8 +363,8 @@ def decide(
     bg = cfg.barrier_gate
     gate = barrier_gate(
         p_peak, p_valley, arb.direction, np.sign(portfolio.quantity), exit_alpha,
-        bg.g_min, bg.gamma, bg.delta, bg.block_long_p_peak, bg.block_short_p_valley,
-        bg.exit_long_p_peak, bg.exit_short_p_valley, bg.when_missing, bg.fallback_p_peak, bg.fallback_p_valley,
+        bg.g_min, bg.gamma, bg.delta, bg.block_long_p_valley, bg.block_short_p_peak,
+        bg.exit_long_p_valley, bg.exit_short_p_peak, bg.when_missing, bg.fallback_p_peak, bg.fallback_p_valley,
         exit_margin,
     )
 

@@ -20,6 +20,13 @@ every family's prediction (same pipeline, same costs, same barrier models).
 - ``turnover`` (traded notional over mean value) and ``costs`` (fees plus the
   spread and slippage paid against the mid, dollars) of the models' book, from
   its :mod:`foxlive_core.reports` report.
+- ``observable_ic``, ``observable_oracle_pnl_after_costs`` and
+  ``observable_capture_ratio``: the same for a third replay, on an oracle that
+  knows the market's parameters but sees only the prices
+  (:meth:`SimulatedMarket.observable_expected_return`: the drift filtered from
+  each symbol's past returns). The planted oracle's edge beyond it is
+  information no model of the prices could have; the models' shortfall from it
+  is what the models and the pipeline lose.
 """
 
 from __future__ import annotations
@@ -49,10 +56,22 @@ def planted_config(cfg: FoxliveConfig, strength: float) -> FoxliveConfig:
     return dataclasses.replace(cfg, market=dataclasses.replace(cfg.market, simulated=scaled))
 
 
-def oracle_inputs(engine: TradingEngine, times: pd.DatetimeIndex, chunk_sessions: int = 5):
-    """The engine's CycleInputs over ``times`` with every family's prediction replaced by the oracle's."""
+ORACLES = ("planted", "observable")
+
+
+def oracle_expected_return(market, symbols, start, end, horizon_bars, oracle: str = "planted") -> np.ndarray:
+    """(H, T, N) expected log returns of the ``planted`` oracle (it knows the hidden state) or the ``observable`` one."""
+    if oracle not in ORACLES:
+        raise ValueError(f"oracle {oracle!r} is not one of {ORACLES}")
+    method = market.planted_expected_return if oracle == "planted" else market.observable_expected_return
+    return method(symbols, start, end, horizon_bars)
+
+
+def oracle_inputs(engine: TradingEngine, times: pd.DatetimeIndex, chunk_sessions: int = 5, oracle: str = "planted"):
+    """The engine's CycleInputs over ``times`` with every family's prediction replaced by an oracle's (see ORACLES)."""
     # (H, C, N) over the whole range at once; the calendar's bars in [first, last] are exactly ``times``.
-    expected = np.expm1(engine.market.planted_expected_return(engine.symbols, times[0], times[-1], engine.info.horizon_bars))
+    expected = np.expm1(oracle_expected_return(engine.market, engine.symbols, times[0], times[-1],
+                                               engine.info.horizon_bars, oracle))
     n_fam = len(engine.info.families)
     for c, inputs in enumerate(engine.batch_inputs(times, chunk_sessions)):
         yield dataclasses.replace(inputs, raw_pred=np.broadcast_to(expected[:, c], (n_fam, *expected.shape[::2])).copy())
@@ -69,10 +88,15 @@ class CaptureResult:
     pnl_after_costs: float
     oracle_pnl_after_costs: float
     capture_ratio: float | None
+    observable_ic: float | None
+    observable_ic_by_horizon: dict
+    observable_oracle_pnl_after_costs: float
+    observable_capture_ratio: float | None
     turnover: float
     costs: float
     orders: int
     oracle_orders: int
+    observable_oracle_orders: int
     attribution: dict
 
     def summary(self) -> dict:
@@ -83,10 +107,11 @@ class CaptureResult:
 
 def capture(cfg: FoxliveConfig, strength: float, sessions: int, symbols=None, clock=None,
             progress: bool = False) -> CaptureResult:
-    """Train on the planted market of ``strength``, replay ``sessions`` sessions on the models and on the oracle.
+    """Train on the planted market of ``strength``, replay ``sessions`` sessions on the models and on both oracles.
 
     The models are trained into ``cfg.models_root`` (not activated); the books
-    ``capture_models`` and ``capture_oracle`` are in ``cfg``'s state store.
+    ``capture_models``, ``capture_oracle`` and ``capture_observable`` are in
+    ``cfg``'s state store.
     """
     cfg = planted_config(cfg, strength)
     symbols = tuple(symbols or cfg.symbols)
@@ -99,20 +124,21 @@ def capture(cfg: FoxliveConfig, strength: float, sessions: int, symbols=None, cl
     times = engine.cycle_times(start, end)
     engine.replay("capture_models", start, end)
     engine.replay_inputs("capture_oracle", oracle_inputs(engine, times), len(times))
+    engine.replay_inputs("capture_observable", oracle_inputs(engine, times, oracle="observable"), len(times))
 
     perf = load_report(cfg, store, "capture_models")
     oracle = load_report(cfg, store, "capture_oracle")
+    observable = load_report(cfg, store, "capture_observable")
     report = perf.attribution
     traded = traded_horizon(report) or cfg.horizon_names[-1]
 
     close = market.bars(symbols, start, end).close
-    expected = market.planted_expected_return(symbols, start, end, engine.info.horizon_bars)
-    planted = {}
-    for i, (name, h) in enumerate(zip(cfg.horizon_names, engine.info.horizon_bars)):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            realised = close[h:] / close[:-h] - 1.0
-        ic = cross_sectional_ic(expected[i, :-h], realised, 5)
-        planted[name] = float(np.nanmean(ic)) if np.isfinite(ic).any() else None
+    ics = {}
+    for o in ORACLES:
+        expected = oracle_expected_return(market, symbols, start, end, engine.info.horizon_bars, o)
+        ics[o] = {name: oracle_ic(expected[i], close, h)
+                  for i, (name, h) in enumerate(zip(cfg.horizon_names, engine.info.horizon_bars))}
+    planted, seen = ics["planted"], ics["observable"]
     row = next(r for r in report["stage_ic"] if r["stage"] == "arbitrated" and r["horizon"] == traded)
     se = abs(row["mean_ic"] / row["t_stat"]) if row["mean_ic"] is not None and row["t_stat"] else None
     return CaptureResult(
@@ -125,10 +151,23 @@ def capture(cfg: FoxliveConfig, strength: float, sessions: int, symbols=None, cl
         pnl_after_costs=perf.pnl,
         oracle_pnl_after_costs=oracle.pnl,
         capture_ratio=perf.pnl / oracle.pnl if oracle.pnl > 0 else None,
+        observable_ic=seen.get(traded),
+        observable_ic_by_horizon=seen,
+        observable_oracle_pnl_after_costs=observable.pnl,
+        observable_capture_ratio=perf.pnl / observable.pnl if observable.pnl > 0 else None,
         turnover=perf.turnover,
         costs=perf.costs["total"],
         orders=perf.orders,
         oracle_orders=oracle.orders,
+        observable_oracle_orders=observable.orders,
         attribution=report,
     )
+
+
+def oracle_ic(expected: np.ndarray, close: np.ndarray, h: int) -> float | None:
+    """Mean per-time rank IC of expected returns (T, N) against the h-bar returns of ``close`` (T, N) that followed."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        realised = close[h:] / close[:-h] - 1.0
+    ic = cross_sectional_ic(expected[:-h], realised, 5)
+    return float(np.nanmean(ic)) if np.isfinite(ic).any() else None
 

@@ -69,6 +69,12 @@ Planted predictable components (what models can learn)
    unit of d), where the trained 1d models reach a validation rank IC of
    about 0.07-0.10 (50 symbols, 60 sessions): enough for a few trades to
    clear the costs, which a weaker drift does not.
+
+Two oracles: :meth:`SimulatedMarket.planted_expected_return` knows the hidden
+state (the idiosyncratic returns and d); :meth:`SimulatedMarket.observable_expected_return`
+knows the parameters but sees only the returns, and filters d from them. At
+the default strengths (50 symbols, 21 sessions after 60) their 1d rank ICs
+are 0.42 and 0.30: the difference is information no model of the prices has.
 """
 
 from __future__ import annotations
@@ -202,6 +208,71 @@ def _as_clock(clock):
         return lambda: to_utc(clock())
     fixed = to_utc(clock)
     return lambda: fixed
+
+
+def expected_log_return(e0, e1, e2, drift_per_bar, rho: float, horizon_bars) -> np.ndarray:
+    """Expected log return over each horizon from the last three idiosyncratic returns and the drift.
+
+    The sum of E[e_{t+k}] for k = 1..h under E[e_{t+k}] = -rho (E[e_{t+k-1}] +
+    E[e_{t+k-2}] + E[e_{t+k-3}]), plus h x ``drift_per_bar``.
+
+    Parameters
+    ----------
+    e0, e1, e2 : ndarray, shape (T, N)
+        Idiosyncratic log returns of the bar and of the two before it.
+    drift_per_bar : ndarray, shape (T, N)
+        Drift in log return per bar.
+    rho : float
+        Reversal strength.
+    horizon_bars : array_like of int, shape (H,)
+
+    Returns
+    -------
+    ndarray, shape (H, T, N), decimal log returns.
+    """
+    bars = np.asarray(horizon_bars, dtype=np.int64)
+    total = np.zeros_like(e0)
+    out = np.empty((len(bars), *e0.shape))
+    for k in range(1, int(bars.max()) + 1):
+        nxt = -rho * (e0 + e1 + e2)
+        e0, e1, e2 = nxt, e0, e1
+        total = total + nxt
+        for i in np.flatnonzero(bars == k):
+            out[i] = total + k * drift_per_bar
+    return out
+
+
+def drift_posterior(v, sd, c: float, mean0, var0, usable=None):
+    """Posterior of a constant d ~ N(mean0, var0) after observations v_t = c d + u_t, u_t ~ N(0, sd_t^2).
+
+    Conjugate normal updates, one bar at a time along axis 0: the precision
+    after bar t is 1/var0 + c^2 sum_{s<=t} 1/sd_s^2 and the mean
+    (mean0/var0 + c sum_{s<=t} v_s/sd_s^2) / precision.
+
+    Parameters
+    ----------
+    v, sd : ndarray, shape (T, N)
+        Observations and their noise sd (> 0).
+    c : float
+        Loading of d in each observation (0: nothing is learnt).
+    mean0, var0 : ndarray, shape (N,)
+        Prior mean and variance (> 0).
+    usable : ndarray of bool, shape (T, N) or broadcastable, optional
+        Observations to use (default all).
+
+    Returns
+    -------
+    means : ndarray, shape (T, N), the posterior mean after each bar
+    mean, var : ndarray, shape (N,), the posterior after the last bar
+    """
+    weight = 1.0 / np.asarray(sd, dtype=np.float64) ** 2
+    if usable is not None:
+        weight = np.where(usable, weight, 0.0)
+    precision = 1.0 / np.asarray(var0, dtype=np.float64) + c * c * np.cumsum(weight, axis=0)
+    means = (mean0 / var0 + c * np.cumsum(weight * v, axis=0)) / precision
+    if len(means) == 0:
+        return means, np.asarray(mean0, dtype=np.float64), np.asarray(var0, dtype=np.float64)
+    return means, means[-1], 1.0 / precision[-1]
 
 
 # --------------------------------------------------------------------------- the market
@@ -439,6 +510,7 @@ class SimulatedMarket:
         history = np.vstack([e3[None], e2[None], e1[None], idio])
         fields["idio_lag0"], fields["idio_lag1"], fields["idio_lag2"] = history[3:], history[2:-1], history[1:-2]
         fields["drift_per_bar"] = np.broadcast_to(self._drift_per_bar * drift, (n, n_sym)).copy()
+        fields["idio_sd"] = idio_sd  # the fresh shock's sd at each bar: what an observer's filter weighs bars by
 
         idio_history = np.vstack([e3[None], e2[None], e1[None], idio])  # oldest first
         end_state = np.empty_like(state)
@@ -587,17 +659,61 @@ class SimulatedMarket:
         ndarray, shape (H, T, N): expected log return over each horizon, decimal.
         """
         _, _, data = self._window(symbols, start, end, ("close", "idio_lag0", "idio_lag1", "idio_lag2", "drift_per_bar"))
-        bars = np.asarray(horizon_bars, dtype=np.int64)
-        rho = self._sim.reversal_strength
-        e0, e1, e2 = data["idio_lag0"], data["idio_lag1"], data["idio_lag2"]
-        total = np.zeros_like(e0)
-        out = np.empty((len(bars), *e0.shape))
-        for k in range(1, int(bars.max()) + 1):
-            nxt = -rho * (e0 + e1 + e2)
-            e0, e1, e2 = nxt, e0, e1
-            total = total + nxt
-            for i in np.flatnonzero(bars == k):
-                out[i] = total + k * data["drift_per_bar"]
+        out = expected_log_return(data["idio_lag0"], data["idio_lag1"], data["idio_lag2"], data["drift_per_bar"],
+                                  self._sim.reversal_strength, horizon_bars)
+        return np.where(np.isfinite(data["close"])[None], out, np.nan)
+
+    def observable_expected_return(self, symbols, start, end, horizon_bars) -> np.ndarray:
+        """What an observer of the prices expects, knowing the market's parameters but not its hidden state.
+
+        The observer sees each bar's return net of the market factor (the factor
+        model's betas and the market's move known: across a universe the common
+        move is estimated almost exactly), x_t = e_t + b d, with b the drift per
+        bar per unit of d; it does not see d. Its expectation is
+        :meth:`planted_expected_return` with d replaced by the posterior mean
+        d^_t of a Kalman filter run from the simulation's first session
+        (:func:`drift_posterior`: the stationary prior N(0, 1), the AR(1) of d
+        across sessions, and within a session the observation
+        v_t = x_t + rho (x_{t-1} + x_{t-2} + x_{t-3}) = b (1 + 3 rho) d + u_t,
+        u_t ~ N(0, s_t^2), s_t the bar's shock volatility; the first three bars
+        of a session, whose lags carry the previous session's drift, are not
+        used), and the last three idiosyncratic returns by x - b d^_t.
+        The gap between this and the planted oracle is information no model of
+        these prices could have. Missing bars are NaN.
+
+        Returns
+        -------
+        ndarray, shape (H, T, N): expected log return over each horizon, decimal.
+        """
+        _, cols = resolve_columns(self._symbols, symbols)
+        lo, hi = ns_of(start), ns_of(end)
+        if hi < lo:
+            raise DataError(f"bar window end {pd.Timestamp(hi, tz='UTC')} is before its start {pd.Timestamp(lo, tz='UTC')}")
+        self._check(lo, hi)
+        first = int(np.searchsorted(self._last_bar_ns, lo, side="left"))
+        stop = int(np.searchsorted(self._first_bar_ns, hi, side="right"))
+        rho, b = self._sim.reversal_strength, self._drift_per_bar
+        mean, var = np.zeros(len(cols)), np.ones(len(cols))
+        prev_x = np.zeros((3, len(cols)))  # the last three x before the session, oldest first
+        kept: dict[str, list] = {"close": [], "e0": [], "e1": [], "e2": [], "drift": []}
+        for k in range(stop):
+            s = self._session(k)
+            if k > 0:
+                mean, var = DRIFT_PERSISTENCE * mean, DRIFT_PERSISTENCE**2 * var + 1.0 - DRIFT_PERSISTENCE**2
+            x = (s.fields["idio_lag0"] + s.fields["drift_per_bar"])[:, cols]
+            ext = np.vstack([prev_x, x])
+            v = x + rho * (ext[2:-1] + ext[1:-2] + ext[:-3])
+            usable = (np.arange(len(x)) >= 3)[:, None]
+            d_hat, mean, var = drift_posterior(v, s.fields["idio_sd"][:, cols], b * (1.0 + 3.0 * rho), mean, var, usable)
+            prev_x = ext[-3:]
+            if k >= first:
+                rows = (s.times_ns >= lo) & (s.times_ns <= hi)
+                kept["close"].append(s.fields["close"][np.ix_(rows, cols)])
+                kept["drift"].append(b * d_hat[rows])
+                for j, name in enumerate(("e0", "e1", "e2")):
+                    kept[name].append(ext[3 - j:len(ext) - j][rows] - b * d_hat[rows])
+        data = {f: np.concatenate(parts) if parts else np.empty((0, len(cols))) for f, parts in kept.items()}
+        out = expected_log_return(data["e0"], data["e1"], data["e2"], data["drift"], rho, horizon_bars)
         return np.where(np.isfinite(data["close"])[None], out, np.nan)
 
     def spread_bps(self, symbols, start, end) -> np.ndarray:

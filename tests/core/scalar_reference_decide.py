@@ -239,8 +239,8 @@ def scalar_decide(cfg, info, a: dict, halted: bool, quote_max_age_s: float, stag
         for n in rN:
             gate[n], entry_blocked[n], exits[n], gate_reason[n], fallback[n] = refd.barrier_symbol(
                 p_peak[n], p_valley[n], direction[n], _sign(qty[n]), exit_alpha[n],
-                bg.g_min, bg.gamma, bg.delta, bg.block_long_p_peak, bg.block_short_p_valley,
-                bg.exit_long_p_peak, bg.exit_short_p_valley, bg.when_missing, bg.fallback_p_peak, bg.fallback_p_valley,
+                bg.g_min, bg.gamma, bg.delta, bg.block_long_p_valley, bg.block_short_p_peak,
+                bg.exit_long_p_valley, bg.exit_short_p_peak, bg.when_missing, bg.fallback_p_peak, bg.fallback_p_valley,
                 exit_margin[n])
 
     # 9. sizing: only a symbol with a valid quote and features acts

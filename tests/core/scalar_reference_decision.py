@@ -121,30 +121,31 @@ def barrier_symbol(
     if informed:
         p_peak = _clip(p_peak, 0.0, 1.0)
         p_valley = _clip(p_valley, 0.0, 1.0)
+        # a long's adverse barrier is the lower one (p_valley), a short's the upper one (p_peak)
         if direction < 0:
-            gate = gate_value(p_valley, p_peak, g_min, gamma, delta)
-        else:
             gate = gate_value(p_peak, p_valley, g_min, gamma, delta)
+        else:
+            gate = gate_value(p_valley, p_peak, g_min, gamma, delta)
     else:
         gate = 1.0
 
     reason = ""
     exit_ = False
     if position > 0:
-        if informed and p_peak > exit_long:
+        if informed and p_valley > exit_long:
             exit_, reason = True, "exit_long_barrier"
         elif alpha < -exit_margin:
             exit_, reason = True, "exit_long_alpha"
     elif position < 0:
-        if informed and p_valley > exit_short:
+        if informed and p_peak > exit_short:
             exit_, reason = True, "exit_short_barrier"
         elif alpha > exit_margin:
             exit_, reason = True, "exit_short_alpha"
     blocked = False
-    if informed and direction > 0 and p_peak > block_long:
+    if informed and direction > 0 and p_valley > block_long:
         blocked = True
         reason = reason or "barrier_blocks_long"
-    if informed and direction < 0 and p_valley > block_short:
+    if informed and direction < 0 and p_peak > block_short:
         blocked = True
         reason = reason or "barrier_blocks_short"
     return gate, blocked, exit_, reason, used_fallback
@@ -194,36 +195,48 @@ def target_weights(alphas, sigmas, gates, currents, enters, exits,
                    max_weight=0.05, z_max=3.0, weight_cap=0.20, band=0.008, gross_target=0.5):
     """Whole book. Returns (targets, zs, raws, reasons, scale)."""
     n = len(alphas)
-    zs, raws, pre, reasons = [], [], [], []
+    zs, raws, wanted, reasons, moving = [], [], [], [], []
     for i in range(n):
         a, s, g, c = alphas[i], sigmas[i], gates[i], currents[i]
         z = _clip(a / s, -z_max, z_max) if (not math.isnan(s) and s > 0) else NAN
         raw = z * (max_weight / z_max) * g
         zs.append(z)
         raws.append(raw)
+        moving.append(False)
         if exits[i]:
-            pre.append(0.0)
+            wanted.append(0.0)
             reasons.append("")
         elif not enters[i]:
-            pre.append(c)
+            wanted.append(c)
             reasons.append("")
         elif not math.isfinite(raw):
-            pre.append(c)
+            wanted.append(c)
             reasons.append("no_alpha")
         else:
-            w = _clip(raw, -weight_cap, weight_cap)
-            if abs(w - c) < band:
-                pre.append(c)
-                reasons.append("within_no_trade_band")
-            else:
-                pre.append(w)
-                reasons.append("weight_capped" if abs(raw) > weight_cap else "")
-    gross = sum(abs(w) for w in pre)
-    scale = gross_target / gross if gross > gross_target else 1.0
-    targets = [w * scale for w in pre]
+            wanted.append(_clip(raw, -weight_cap, weight_cap))
+            reasons.append("weight_capped" if abs(raw) > weight_cap else "")
+            moving[i] = True
+    gross = sum(abs(w) for w in wanted)
+    first = gross_target / gross if gross > gross_target else 1.0
+    scaled = [w * first for w in wanted]
+    keep = [not exits[i] and abs(scaled[i] - currents[i]) < band for i in range(n)]
+    room = gross_target - sum(abs(currents[i]) for i in range(n) if keep[i])
+    need = sum(abs(scaled[i]) for i in range(n) if not keep[i])
+    if room >= 0:
+        second = room / need if need > room else 1.0
+        targets = [currents[i] if keep[i] else scaled[i] * second for i in range(n)]
+        scale = first * second
+    else:
+        pre = [currents[i] if keep[i] else scaled[i] for i in range(n)]
+        total = sum(abs(w) for w in pre)
+        second = gross_target / total if total > gross_target else 1.0
+        targets = [w * second for w in pre]
+        scale = first * second
     for i in range(n):
-        if pre[i] == currents[i] and targets[i] != currents[i]:
+        if wanted[i] == currents[i] and targets[i] != currents[i]:
             reasons[i] = "gross_scaled"
+        elif moving[i] and keep[i]:
+            reasons[i] = "within_no_trade_band"
     return targets, zs, raws, reasons, scale
 
 

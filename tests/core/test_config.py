@@ -21,8 +21,8 @@ def test_shipped_config_holds_pipeline_defaults(make_config):
     assert (cfg.arbitration.threshold_base_bps, cfg.arbitration.threshold_spread_mult) == (2.0, 0.5)
     assert (cfg.quote_gate.max_spread_bps, cfg.quote_gate.max_quote_age_ms) == (12.0, 200)
     bg = cfg.barrier_gate
-    assert (bg.g_min, bg.gamma, bg.delta, bg.block_long_p_peak, bg.block_short_p_valley) == (0.2, 1.0, 0.5, 0.6, 0.55)
-    assert (bg.exit_long_p_peak, bg.exit_short_p_valley) == (0.65, 0.60)
+    assert (bg.g_min, bg.gamma, bg.delta, bg.block_long_p_valley, bg.block_short_p_peak) == (0.2, 1.0, 0.5, 0.6, 0.55)
+    assert (bg.exit_long_p_valley, bg.exit_short_p_peak) == (0.65, 0.60)
     sz = cfg.sizing
     assert (sz.max_weight, sz.z_max, sz.weight_cap, sz.no_trade_band, sz.gross_target) == (0.05, 3.0, 0.20, 0.008, 0.5)
     assert (cfg.risk.daily_loss_limit, cfg.risk.drawdown_limit) == (0.02, 0.10)

@@ -3,7 +3,9 @@
 A change of weight is *risk-increasing* when it grows |w| or flips its sign,
 and *risk-reducing* otherwise (towards zero, same side). Risk-reducing changes
 always pass; risk-increasing ones are blocked by the kill switch, the position
-limit and the gross-exposure limit. A blocked symbol keeps its current weight.
+limit and the gross-exposure limit. A blocked flip keeps its risk-reducing part:
+the position is closed (target 0); any other blocked symbol keeps its current
+weight. So a halted book still exits a long its models now want short.
 
 Portfolio limits (daily loss, drawdown) decide whether the kill switch trips;
 keeping it on until an operator resumes the book is the caller's job.
@@ -31,12 +33,12 @@ class RiskCheckResult:
     Attributes
     ----------
     allowed : ndarray, shape (N,), bool
-        The change to ``target`` may be sent (True also where nothing changes).
+        The change to ``final_target`` may be sent (True also where nothing changes).
     reason : ndarray, shape (N,), str
         'kill_switch_active', 'jump_bar' / 'filled_bar' / 'repaired_bar', 'position_limit' or 'gross_limit' for a blocked
-        change (first that applies); '' when allowed.
+        change (first that applies), also where a blocked flip was cut to a close (then allowed); '' otherwise.
     final_target : ndarray, shape (N,)
-        ``target`` where allowed, else the current weight.
+        ``target`` where it passed, 0 where a blocked flip closes the position, else the current weight.
     gross_after : float
         sum |final_target|.
     """
@@ -122,15 +124,18 @@ def trade_risk_checks(
     mended = increasing & ~kill & (repair != "")
     position = increasing & ~kill & ~mended & (np.abs(tgt) > max_position_weight)
     allowed = ~(kill | mended | position)
-    gross = np.abs(np.where(allowed, tgt, cur)).sum()
+    flip = np.sign(tgt) * np.sign(cur) < 0
+    gross = np.abs(np.where(allowed, tgt, np.where(flip, 0.0, cur))).sum()
     gross_block = increasing & allowed & (gross > max_gross_exposure + GROSS_TOLERANCE)
     allowed &= ~gross_block
-    final = np.where(allowed, tgt, cur)
+    closes = ~allowed & flip  # a blocked flip: its close alone reduces risk, and is sent
+    final = np.where(allowed, tgt, np.where(closes, 0.0, cur))
     reason = np.select(
         [kill, mended, position, gross_block],
         ["kill_switch_active", (repair + "_bar").astype(str), "position_limit", "gross_limit"], default=""
     ).astype(str)
-    return RiskCheckResult(allowed=allowed, reason=reason, final_target=final, gross_after=float(np.abs(final).sum()))
+    return RiskCheckResult(allowed=allowed | closes, reason=reason, final_target=final,
+                           gross_after=float(np.abs(final).sum()))
 
 
 def portfolio_risk(

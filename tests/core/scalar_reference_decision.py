@@ -265,12 +265,16 @@ def trade_risk_checks(targets, currents, max_position=0.20, max_gross=1.0, halte
             allowed[i], reasons[i] = False, suspect[i] + "_bar"
         elif increasing[i] and abs(targets[i]) > max_position:
             allowed[i], reasons[i] = False, "position_limit"
-    gross = sum(abs(targets[i] if allowed[i] else currents[i]) for i in range(n))
+    flips = [_sign(targets[i]) * _sign(currents[i]) < 0 for i in range(n)]
+    # a blocked flip closes the position (its risk-reducing part); another blocked change keeps the weight
+    kept = [0.0 if flips[i] else currents[i] for i in range(n)]
+    gross = sum(abs(targets[i] if allowed[i] else kept[i]) for i in range(n))
     if gross > max_gross + tol:
         for i in range(n):
             if increasing[i] and allowed[i]:
                 allowed[i], reasons[i] = False, "gross_limit"
-    final = [targets[i] if allowed[i] else currents[i] for i in range(n)]
+    final = [targets[i] if allowed[i] else kept[i] for i in range(n)]
+    allowed = [allowed[i] or flips[i] for i in range(n)]
     return allowed, reasons, final
 
 

@@ -469,12 +469,16 @@ def test_trade_risk_checks_matches_reference(data, halted, max_pos, max_gross):
     # Invariants: risk-reducing changes always pass; what passes respects the limits.
     reducing = (np.abs(target) <= np.abs(cur)) & (np.sign(target) * np.sign(cur) >= 0)
     assert res.allowed[reducing].all()
-    increased = res.allowed & ~reducing
+    increased = res.allowed & ~reducing & (res.final_target == target)  # passed whole
     assert not (halted and increased.any())
     assert np.all(np.abs(res.final_target[increased]) <= max_pos)
     if increased.any():
         assert res.gross_after <= max_gross + 1e-12
     np.testing.assert_array_equal(res.final_target[~res.allowed], cur[~res.allowed])
+    # a flip that did not pass whole was cut to a close; nothing ends further from flat than it asked
+    flip = np.sign(target) * np.sign(cur) < 0
+    assert np.all(res.final_target[flip & ~increased] == 0.0) and res.allowed[flip].all()
+    assert np.all(np.abs(res.final_target) <= np.maximum(np.abs(target), np.abs(cur)))
 
 
 def test_trade_risk_checks_worked_example():
@@ -485,16 +489,20 @@ def test_trade_risk_checks_worked_example():
     assert res.reason.tolist() == ["", "", "position_limit", "", ""]
     close(res.final_target, [0.05, -0.05, 0.0, 0.15, 0.15])
     close(res.gross_after, 0.40)
-    # Halted: only the trim (towards zero, same side) and the no-change pass; a flip is risk-increasing.
+    # Halted: the trim (towards zero, same side) and the no-change pass; the flip is risk-increasing,
+    # so only its close is sent (0.10 -> 0), and the increases keep their weights.
     res = trade_risk_checks(target, cur, halted=True)
-    assert res.allowed.tolist() == [True, False, False, False, True]
+    assert res.allowed.tolist() == [True, True, False, False, True]
     assert res.reason.tolist() == ["", "kill_switch_active", "kill_switch_active", "kill_switch_active", ""]
+    close(res.final_target, [0.05, 0.0, 0.0, 0.10, 0.15])
     # Gross limit 0.4: the allowed book would be 0.05+0.05+0+0.15+0.15 = 0.40 <= 0.40 (passes),
-    # with limit 0.35 the increases (flip and 0.10 -> 0.15) are blocked while the trim still passes.
+    # with limit 0.35 the increases (flip and 0.10 -> 0.15) are blocked while the trim still passes;
+    # the flip is cut to a close.
     assert trade_risk_checks(target, cur, max_gross_exposure=0.40).allowed.tolist() == [True, True, False, True, True]
     res = trade_risk_checks(target, cur, max_gross_exposure=0.35)
     assert res.reason.tolist() == ["", "gross_limit", "position_limit", "gross_limit", ""]
-    close(res.final_target, [0.05, 0.10, 0.0, 0.10, 0.15])
+    close(res.final_target, [0.05, 0.0, 0.0, 0.10, 0.15])
+    close(res.gross_after, 0.30)
     with pytest.raises(ValueError, match="finite"):
         trade_risk_checks(np.array([NAN]), np.array([0.0]))
 

@@ -320,9 +320,10 @@ def test_risk_checks_let_a_mended_bar_only_reduce():
     tgt = np.array([0.05, 0.15, 0.02, 0.05, 0.15])
     repair = np.array(["filled", "repaired", "repaired", "filled", ""], dtype=object)
     res = trade_risk_checks(tgt, cur, 0.2, 1.0, False, repair)
-    assert res.allowed.tolist() == [False, False, True, False, True]
+    # the flip on a filled bar (-0.05 -> +0.05) keeps only its risk-reducing part: the short is closed
+    assert res.allowed.tolist() == [False, False, True, True, True]
     assert res.reason.tolist() == ["filled_bar", "repaired_bar", "", "filled_bar", ""]
-    np.testing.assert_array_equal(res.final_target, [0.0, 0.10, 0.02, -0.05, 0.15])
+    np.testing.assert_array_equal(res.final_target, [0.0, 0.10, 0.02, 0.0, 0.15])
 
 
 def test_a_decisions_trace_keeps_the_decision_and_explains_with_what_it_kept(engine_home):

@@ -8,7 +8,8 @@ the last row is used, ``last_only=True``) and a replay.
 Window locality (the contract)
 ------------------------------
 Every feature at row t is a function of the *filled* bars t-LOOKBACK_BARS+1 .. t
-only, and the filled bar at row t is a function of the raw bars
+only (of one symbol's bars, except the excess returns ``xret_kb``, which read
+the universe's closes at rows t and t-k), and the filled bar at row t is a function of the raw bars
 t-max_fill_bars .. t only. So the last row computed from the last
 ``required_history_bars(max_fill_bars)`` bars is **bitwise equal** to the same
 row computed from a whole year (``np.array_equal``), and ``last_only=True``
@@ -38,9 +39,9 @@ How that is guaranteed:
   sums only at the rows it needs, with the same operations.
 
 A value whose window is not fully available (too little history, or a NaN bar
-inside the window after filling) is NaN (ret_kb and mom_60b_skip5 read only
-their two end bars), and so is a value with a zero denominator (never inf). A symbol with too little history is
-therefore NaN (the pipeline holds it with reason ``insufficient_history``).
+inside the window after filling) is NaN (ret_kb, xret_kb and mom_60b_skip5
+read only their two end bars), and so is a value with a zero denominator (never
+inf). A symbol with too little history is therefore NaN (the pipeline holds it with reason ``insufficient_history``).
 
 Features (names count windows in bars; c = close, h = high, l = low, v = volume)
 -------------------------------------------------------------------------------
@@ -66,10 +67,14 @@ volume_ratio_20b      v / mean(v over the last 20 bars incl. t)                 
 volume_ratio_5b_20b   mean(v, 5) / mean(v, 20)                                    20
 dist_high_nb          c / max(h over n bars) - 1, n = 20, 60                      n
 dist_low_nb           c / min(l over n bars) - 1, n = 20, 60                      n
+xret_kb               c_t / c_{t-k} - 1 less its mean over the universe's         k + 1
+                      symbols where it is finite, k = 1, 5, 20, 60, 120, 240
 ====================  ==========================================================  ========
 
-``LOOKBACK_BARS`` is the largest "bars read" (139, the MACD signal: a 36-bar
-EMA of a line that itself reads 104 bars).
+``LOOKBACK_BARS`` is the largest "bars read" (241, xret_240b). The features
+computed per symbol in blocks read at most 139 bars (the MACD signal: a 36-bar
+EMA of a line that itself reads 104 bars); the excess returns are computed
+after them over the whole universe (a row-wise mean over the symbols).
 
 Missing bars
 ------------
@@ -105,6 +110,9 @@ MOM_LONG, MOM_SKIP = 60, 5
 ATR_WINDOW = 14
 VOLUME_SHORT, VOLUME_LONG = 5, 20
 DIST_WINDOWS = (20, 60)
+#: Excess returns over k bars (k = 240: three XNYS sessions of 5-minute bars): the slow, per-symbol
+#: part of a move is what a longer horizon predicts, and the universe's common move hides it.
+XRET_WINDOWS = (1, 5, 20, 60, 120, 240)
 
 #: Truncation of the EMAs: K = EMA_SPAN_MULT * span (MACD), K = WILDER_MULT * n (RSI, ATR).
 EMA_SPAN_MULT = 4
@@ -140,6 +148,12 @@ for _n in DIST_WINDOWS:
     _LOOKBACK[f"dist_high_{_n}b"] = _n
 for _n in DIST_WINDOWS:
     _LOOKBACK[f"dist_low_{_n}b"] = _n
+#: Features computed per symbol in blocks of rows x columns (all but the excess returns).
+_BLOCK_NAMES: tuple[str, ...] = tuple(_LOOKBACK)
+#: Input rows a block needs before its first output row, plus one.
+_BLOCK_LOOKBACK: int = max(_LOOKBACK.values())
+for _k in XRET_WINDOWS:
+    _LOOKBACK[f"xret_{_k}b"] = _k + 1
 
 #: The features, in the column order of :attr:`FeaturePanel.values` (models store this list).
 FEATURE_NAMES: tuple[str, ...] = tuple(_LOOKBACK)
@@ -497,8 +511,27 @@ def _compute_block(o, h, l, c, v, m: int) -> dict[str, np.ndarray]:
 def _block_shape(T_out: int, N: int) -> tuple[int, int]:
     """(output rows, columns) of a block: about _BLOCK_ELEMS input elements each."""
     rows = max(1, min(T_out, _BLOCK_ROWS))
-    cols = max(1, min(N, _BLOCK_ELEMS // (rows + LOOKBACK_BARS - 1)))
+    cols = max(1, min(N, _BLOCK_ELEMS // (rows + _BLOCK_LOOKBACK - 1)))
     return rows, cols
+
+
+def _excess_return(c: np.ndarray, k: int, first: int) -> np.ndarray:
+    """xret_kb of rows first..T-1 of the filled closes ``c`` (T, N): c_t / c_{t-k} - 1 less its universe mean.
+
+    The mean is over the symbols whose return at row t is finite; a row-wise
+    sum over the symbols, so a row's value does not depend on the other rows.
+    """
+    T, N = c.shape
+    out = np.full((T - first, N), np.nan)
+    lo = max(first, k)
+    if lo >= T:
+        return out
+    r = c[lo:] / c[lo - k : T - k] - 1.0
+    ok = np.isfinite(r)
+    n = ok.sum(axis=1)
+    mean = np.divide(np.where(ok, r, 0.0).sum(axis=1), n, out=np.full(n.shape, np.nan), where=n > 0)
+    out[lo - first :] = np.where(ok, r - mean[:, None], np.nan)
+    return out
 
 
 def build_features(panel: BarPanel, max_fill_bars: int, last_only: bool = False) -> FeaturePanel:
@@ -528,25 +561,28 @@ def build_features(panel: BarPanel, max_fill_bars: int, last_only: bool = False)
     filled = fill_missing_bars(panel, m_fill)
     T, N = filled.shape
     first = T - min(T, 1) if last_only else 0  # first output row
-    F = len(FEATURE_NAMES)
+    F, FB = len(FEATURE_NAMES), len(_BLOCK_NAMES)
     values = np.empty((T - first, N, F), dtype=np.float64)
     fields = [filled.field(x) for x in BAR_FIELDS]
     rb, cb = _block_shape(T - first, N)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for r0 in range(first, T, rb):
             r1 = min(T, r0 + rb)
-            i0 = max(0, r0 - (LOOKBACK_BARS - 1))  # input rows i0..r1-1 cover every window of rows r0..r1-1
+            i0 = max(0, r0 - (_BLOCK_LOOKBACK - 1))  # input rows i0..r1-1 cover every window of rows r0..r1-1
             for j0 in range(0, N, cb):
                 j1 = min(N, j0 + cb)
                 block = [np.ascontiguousarray(x[i0:r1, j0:j1]) for x in fields]
                 feats = _compute_block(*block, m=r1 - r0)
-                buf = np.empty((F, r1 - r0, j1 - j0), dtype=np.float64)
-                for i, name in enumerate(FEATURE_NAMES):
+                buf = np.empty((FB, r1 - r0, j1 - j0), dtype=np.float64)
+                for i, name in enumerate(_BLOCK_NAMES):
                     arr = feats.pop(name)
                     k = buf.shape[1] - arr.shape[0]  # the first k rows lack a full window
                     buf[i, :k] = np.nan
                     buf[i, k:] = arr
-                values[r0 - first : r1 - first, j0:j1, :] = buf.transpose(1, 2, 0)
+                values[r0 - first : r1 - first, j0:j1, :FB] = buf.transpose(1, 2, 0)
+        close = fields[BAR_FIELDS.index("close")]
+        for i, k in enumerate(XRET_WINDOWS, start=FB):
+            values[:, :, i] = _excess_return(close, k, first)
     return FeaturePanel(filled.times[first:], tuple(filled.symbols), FEATURE_NAMES, values)
 
 

@@ -294,7 +294,7 @@ def test_a_crashed_rerun_with_the_same_inputs_equals_the_uninterrupted_cycle_ord
 
 def test_a_crashed_rerun_keeps_the_brokers_partial_fills_and_rejections_as_answered(engine_home):
     """Thin displayed size: orders fill in part or are refused; the re-run takes those answers, sends nothing."""
-    engine = engine_home({**ACTIVE, "broker": {"max_fill_fraction_of_displayed": 0.002}})
+    engine = engine_home({**ACTIVE, "broker": {"max_fill_fraction_of_displayed": 0.0005}})
     inputs = cycle_inputs(engine)
     engine.replay_inputs("probe", inputs[:80])
     first = int(np.flatnonzero(engine.store.cycles("probe")["n_orders"].to_numpy())[0])

@@ -125,7 +125,12 @@ def reference_features(panel: BarPanel) -> dict[str, np.ndarray]:
             r[f"dist_high_{n}b"] = c / h.rolling(n).max() - 1
             r[f"dist_low_{n}b"] = c / l.rolling(n).min() - 1
         for name in FEATURE_NAMES:
-            out[name].append(r[name].to_numpy())
+            if name in r:
+                out[name].append(r[name].to_numpy())
+    closes = pd.DataFrame(panel.close)
+    for k in (1, 5, 20, 60, 120, 240):
+        ret = closes / closes.shift(k) - 1
+        out[f"xret_{k}b"] = [ret.sub(ret.mean(axis=1), axis=0).to_numpy()]  # pandas' mean skips NaN symbols
     return {name: np.column_stack(cols) for name, cols in out.items()}
 
 
@@ -145,7 +150,8 @@ def test_names_cover_the_required_set_in_a_fixed_order():
 
 
 def test_lookback_and_required_history():
-    assert LOOKBACK_BARS == max(FEATURE_LOOKBACK_BARS.values()) == 139  # MACD signal: 104 + 36 - 1
+    assert LOOKBACK_BARS == max(FEATURE_LOOKBACK_BARS.values()) == 241  # xret_240b
+    assert max(v for k, v in FEATURE_LOOKBACK_BARS.items() if not k.startswith("xret")) == 139  # MACD signal: 104 + 36 - 1
     assert FEATURE_LOOKBACK_BARS["rsi_21b"] == 106
     assert FEATURE_LOOKBACK_BARS["atr_14b"] == 71
     assert FEATURE_LOOKBACK_BARS["ret_60b"] == 61
@@ -168,7 +174,7 @@ def test_shipped_config_fetches_enough_history():
 @pytest.fixture(scope="module")
 def reference_case():
     # a few missing bars (filled), one run longer than MAX_FILL (NaN windows), a late-starting symbol
-    raw = make_panel(330, 3, seed=11)
+    raw = make_panel(500, 3, seed=11)
     raw = with_gaps(raw, [(0, 100, 2), (1, 150, 5), (2, 0, 60), (0, 250, 1), (1, 300, 3)])
     filled = reference_fill(raw, MAX_FILL)
     return build_features(raw, MAX_FILL), reference_features(filled)
@@ -185,7 +191,7 @@ def test_feature_matches_pandas_reference(reference_case, name):
 
 
 def test_flat_prices_conventions():
-    T = 200
+    T = 400
     c = np.full((T, 1), 37.1)
     times = pd.date_range("2024-01-02", periods=T, freq="5min", tz="UTC")
     panel = BarPanel(times, ("FLAT",), c.copy(), c.copy(), c.copy(), c.copy(), np.full((T, 1), 100.0))
@@ -197,6 +203,7 @@ def test_flat_prices_conventions():
     assert last["bb_width_20b"] == pytest.approx(0.0, abs=1e-12)
     assert last["macd_hist"] == pytest.approx(0.0, abs=1e-12)
     assert last["volume_ratio_20b"] == pytest.approx(1.0, rel=1e-12)
+    assert last["xret_240b"] == 0.0  # one symbol: its return is the universe's mean
     assert all(np.isfinite(list(last.values())))
 
 
@@ -241,7 +248,7 @@ def test_window_locality_bitwise(max_fill):
 
 
 def test_last_only_matches_full_for_a_wide_universe():
-    panel = make_panel(170, 300, seed=8, missing=0.02)
+    panel = make_panel(420, 300, seed=8, missing=0.02)
     full = build_features(panel, MAX_FILL)
     live = build_features(panel, MAX_FILL, last_only=True)
     assert same(live.last(), full.last())
@@ -327,14 +334,20 @@ def test_fill_matches_loop_reference_and_is_window_local(max_fill):
 
 
 def test_run_longer_than_max_fill_makes_windows_nan():
-    panel = with_gaps(make_panel(500, 2, seed=4), [(0, 200, MAX_FILL + 1)])
+    panel = with_gaps(make_panel(1000, 2, seed=4), [(0, 500, MAX_FILL + 1)])
     feats = build_features(panel, MAX_FILL)
-    dead = 200 + MAX_FILL  # the one bar left NaN
+    dead = 500 + MAX_FILL  # the one bar left NaN
     vm = feats.valid_mask()
-    assert vm[199, 0] and vm[:, 1][LOOKBACK_BARS - 1 :].all()
-    assert not vm[dead : dead + LOOKBACK_BARS, 0].any()
-    assert vm[dead + LOOKBACK_BARS :, 0].all()
-    endpoints = {f"ret_{k}b": (0, k) for k in (1, 5, 10, 20, 60)} | {"mom_60b_skip5": (5, 60)}
+    assert vm[:, 1][LOOKBACK_BARS - 1 :].all()
+    # symbol 0 is invalid for the 139 rows whose per-symbol windows hold the dead bar, and at the
+    # rows whose excess return reads it as its far end
+    expected = np.ones(1000, dtype=bool)
+    expected[: LOOKBACK_BARS - 1] = False
+    expected[dead : dead + 139] = False
+    expected[[dead + k for k in (1, 5, 20, 60, 120, 240)]] = False
+    assert same(vm[:, 0], expected)
+    endpoints = ({f"ret_{k}b": (0, k) for k in (1, 5, 10, 20, 60)} | {"mom_60b_skip5": (5, 60)}
+                 | {f"xret_{k}b": (0, k) for k in (1, 5, 20, 60, 120, 240)})
     for name, bars in FEATURE_LOOKBACK_BARS.items():
         x = feats.feature(name)[:, 0]
         if name in endpoints:  # reads two bars only: NaN exactly when one of them is the dead bar
@@ -345,13 +358,13 @@ def test_run_longer_than_max_fill_makes_windows_nan():
             assert np.isnan(x[dead : dead + bars]).all(), name
         assert np.isfinite(x[dead + bars :]).all(), name
     # a run of exactly MAX_FILL bars is filled and leaves every row valid
-    ok = build_features(with_gaps(make_panel(500, 1, seed=4), [(0, 200, MAX_FILL)]), MAX_FILL)
+    ok = build_features(with_gaps(make_panel(1000, 1, seed=4), [(0, 500, MAX_FILL)]), MAX_FILL)
     assert ok.valid_mask()[LOOKBACK_BARS - 1 :].all()
 
 
 def test_symbol_with_short_history_is_nan():
-    panel = make_panel(300, 2, seed=6)
-    late = with_gaps(panel, [(1, 0, 300 - 50)])  # symbol S1 has only its last 50 bars
+    panel = make_panel(500, 2, seed=6)
+    late = with_gaps(panel, [(1, 0, 500 - 50)])  # symbol S1 has only its last 50 bars
     feats = build_features(late, MAX_FILL)
     vm = feats.valid_mask()
     assert vm[-1, 0] and not vm[:, 1].any()

@@ -13,10 +13,12 @@ from tests.conftest import SMALL_UNIVERSE, write_config
 from tests.dagster.conftest import metadata_values
 
 DAILY = {
-    "market": {"bar_interval": "1d"},
+    # the simulation starts earlier than the default: the features read 241 daily bars
+    "market": {"bar_interval": "1d", "simulated": {"start": "2023-06-01"}},
     "horizons": [{"name": "1d", "sessions": 1}, {"name": "5d", "sessions": 5}],
-    # 200 daily sessions: the features' lookback (139 bars) leaves about 60 training rows per symbol.
-    "models": {"training": {"sessions": 200}, "lightgbm": {"num_boost_round": 8, "min_data_in_leaf": 20},
+    # 450 daily sessions: after the features' lookback (241 bars) and the validation rows (25 %), about
+    # 90 training rows per symbol.
+    "models": {"training": {"sessions": 450}, "lightgbm": {"num_boost_round": 8, "min_data_in_leaf": 20},
                "xgboost": {"num_boost_round": 8}},
 }
 

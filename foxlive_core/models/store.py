@@ -13,7 +13,11 @@ Layout of one training run (``<models_root>/<run_id>/``)::
     <horizon>/barrier_valley/...       P(touch -barrier first within h)
 
 ``<models_root>/active.json`` names the run live trading uses, who activated
-it and when. Loading verifies every checksum, the family, the bar interval,
+it and when. The manifest and every model_meta.json are sealed: each records
+the SHA-256 of its own content (``content_sha256``; the records of compiled
+libraries, which a load may add, are left out), so a hand edit of a scale, a
+calibration slope or a metric is refused like a changed model file. Loading
+verifies every checksum, the family, the bar interval,
 the horizon length and that the feature builder produces exactly the model's
 ``feature_list``; any mismatch is a :class:`ModelError` naming both sides.
 With ``models.inference: compiled`` a LightGBM model also gets its compiled
@@ -52,10 +56,50 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
+def write_json_atomic(path: Path, payload: dict, seal: bool = False) -> None:
+    """Write ``payload`` as JSON through a temporary file; with ``seal``, add its :func:`content_digest`."""
+    if seal:
+        payload = json.loads(json.dumps(payload, default=str))  # the digest is of what is written
+        payload[SEAL_KEY] = content_digest(payload)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
+
+
+#: Key of a sealed record's own digest.
+SEAL_KEY = "content_sha256"
+#: Keys left out of the digest at any depth: the digest itself, and compiled-library records (a load writes them).
+_UNSEALED = frozenset({SEAL_KEY, "compiled"})
+
+
+def content_digest(payload) -> str:
+    """SHA-256 of a JSON record's content in canonical form, less the keys of :data:`_UNSEALED`."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in _UNSEALED}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+
+    canonical = json.dumps(strip(payload), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _read_sealed(path: Path, what: str) -> dict:
+    """:func:`_read_json` of a sealed record, refused when its content does not match its seal."""
+    payload = _read_json(path, what)
+    recorded = payload.get(SEAL_KEY)
+    if recorded is None:
+        raise ModelError(f"{what} {path} has no {SEAL_KEY}: it was written by an older foxlive or by hand; "
+                         "retrain with `foxlive train`")
+    actual = content_digest(payload)
+    if actual != recorded:
+        raise ModelError(
+            f"{what} {path} was changed after training: its content has SHA-256 {actual[:16]}... but its "
+            f"{SEAL_KEY} says {str(recorded)[:16]}...; a record edited by hand (a scale, a slope, a metric) is "
+            "not used, retrain with `foxlive train`"
+        )
+    return payload
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -169,7 +213,7 @@ class ModelStore:
         return sorted(p.name for p in self.root.iterdir() if (p / "manifest.json").is_file())
 
     def manifest(self, run_id: str) -> dict:
-        return _read_json(self.root / run_id / "manifest.json", "manifest")
+        return _read_sealed(self.root / run_id / "manifest.json", "manifest")
 
     def active_run(self) -> dict | None:
         """The active-run record (run_id, activated_at, activated_by, reason) or None."""
@@ -243,7 +287,7 @@ class ModelStore:
         try:
             for (h, kind), record in built.items():
                 meta_path = run_dir / h / kind / "model_meta.json"
-                write_json_atomic(meta_path, {**_read_json(meta_path, "model metadata"), "compiled": record})
+                write_json_atomic(meta_path, {**_read_sealed(meta_path, "model metadata"), "compiled": record})
             for entry in manifest.get("models", []):
                 if (entry["horizon"], entry["kind"]) in built:
                     entry["compiled"] = built[(entry["horizon"], entry["kind"])]
@@ -273,7 +317,7 @@ class ModelStore:
     def _load_one(directory: Path, listed: dict, cfg: FoxliveConfig, horizon: str, bars: int, kind: str,
                   built: dict):
         meta_path = directory / "model_meta.json"
-        meta = _read_json(meta_path, "model metadata")
+        meta = _read_sealed(meta_path, "model metadata")
         family = meta.get("family", "")
         check_family(family, str(meta_path))
         expected_family = listed["family"]

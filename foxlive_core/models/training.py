@@ -315,7 +315,7 @@ def train_models(
                     "package_versions": versions,
                     "created_at": datetime.now(timezone.utc).isoformat(),
                 }
-                write_json_atomic(directory / "model_meta.json", meta)
+                write_json_atomic(directory / "model_meta.json", meta, seal=True)
                 entries.append(
                     {
                         "horizon": h_cfg.name,
@@ -354,7 +354,7 @@ def train_models(
             "calibration": calibration,
             "models": entries,
         }
-        write_json_atomic(tmp_dir / "manifest.json", manifest)
+        write_json_atomic(tmp_dir / "manifest.json", manifest, seal=True)
         os.replace(tmp_dir, final_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)

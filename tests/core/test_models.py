@@ -11,7 +11,7 @@ import pytest
 
 from foxlive_core.errors import ModelError
 from foxlive_core.features import FEATURE_NAMES
-from foxlive_core.models.store import ModelStore
+from foxlive_core.models.store import ModelStore, content_digest, write_json_atomic
 from foxlive_core.models.targets import barrier_labels, forward_returns
 
 
@@ -102,10 +102,36 @@ def test_truncated_and_missing_files_are_refused(run_copy):
 
 
 def _edit_meta(run_dir, rel, **changes):
+    """Rewrite a model's metadata and seal it again: what a run trained that way would hold."""
     meta_path = run_dir / rel / "model_meta.json"
     meta = json.loads(meta_path.read_text())
     meta.update(changes)
-    meta_path.write_text(json.dumps(meta))
+    write_json_atomic(meta_path, meta, seal=True)
+
+
+def test_hand_edited_metadata_and_manifest_are_refused(run_copy):
+    cfg, store, run_id, run_dir = run_copy
+    meta_path = run_dir / "1d" / "ridge" / "model_meta.json"
+    original = meta_path.read_text()
+    meta = json.loads(original)
+    assert meta["content_sha256"] == content_digest(meta)
+    # The 1000x edit of bps_scale that an unsealed record accepted.
+    meta_path.write_text(json.dumps({**meta, "bps_scale": meta["bps_scale"] * 1000}))
+    with pytest.raises(ModelError, match=r"model metadata .*1d/ridge/model_meta.json was changed after training"):
+        store.load(run_id, cfg)
+    meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "content_sha256"}))
+    with pytest.raises(ModelError, match="has no content_sha256"):
+        store.load(run_id, cfg)
+    meta_path.write_text(original)
+    manifest_path = run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    slopes = {h: {**c, "slope": c["slope"] * 2} for h, c in manifest["calibration"].items()}
+    manifest_path.write_text(json.dumps({**manifest, "calibration": slopes}))
+    with pytest.raises(ModelError, match="manifest .*manifest.json was changed after training"):
+        store.load(run_id, cfg)
+    manifest_path.write_text(json.dumps(manifest))  # the same content, laid out anew: still sealed
+    models = store.load(run_id, cfg)
+    assert models.bps_scale[cfg.models.families.index("ridge"), -1] == meta["bps_scale"]
 
 
 def test_feature_list_mismatch_names_both_sides(run_copy):

@@ -368,19 +368,22 @@ def fit_calibration(cfg: FoxliveConfig, temperature: float, validation: dict, y:
     """The prior slope kappa0 of one horizon (foxlive_core.pipeline.calibration), fitted on the validation rows.
 
     The pipeline's alpha is rebuilt on those rows as a cycle would make it, with
-    what is known at training: each family's cross-sectional z-score, its
-    confidence max(rank IC, floor) x the stability warm-up (freshness and
-    capacity 1), blend weights from mu = max(IC - cost_share / 2, 0.01) with the
-    identity correlation and the horizon's temperature, times the family's bps
-    scale. kappa0 is the OLS slope through the origin of the realised move
-    (bps, less its mean across symbols at each bar) on that alpha.
+    what is known at training: each family's z-score as ``standardization.mode``
+    makes it (across the symbols at each bar, or against each symbol's rolling
+    buffer of its validation predictions in time order), its confidence
+    max(rank IC, floor) x the stability warm-up (freshness and capacity 1),
+    blend weights from mu = max(IC - cost_share / 2, 0.01) with the identity
+    correlation and the horizon's temperature, times the family's bps scale.
+    kappa0 is the OLS slope through the origin of the realised move (bps; less
+    its mean across symbols at each bar when the scores are cross-sectional,
+    as the cycle's calibration takes it) on that alpha.
 
     ``validation`` maps family -> (flat row indices into the (T, N) grid,
     predictions, mean per-bar rank IC or None where unmeasured (then the floor), bps scale);
     ``y`` is the flat forward return.
     """
     from foxlive_core.pipeline.blend import apply_temperature, ridge_weights
-    from foxlive_core.pipeline.standardize import zscore_cross_sectional
+    from foxlive_core.pipeline.standardize import zscore_cross_sectional, zscore_rolling
 
     families = list(validation)
     rows = validation[families[0]][0]
@@ -390,7 +393,14 @@ def fit_calibration(cfg: FoxliveConfig, temperature: float, validation: dict, y:
         idx, pred, _, _ = validation[fam]
         grid[f, np.searchsorted(bars, idx // n_symbols), idx % n_symbols] = pred
     sc, cc, bc = cfg.standardization, cfg.confidence, cfg.blending
-    z = zscore_cross_sectional(grid, sc.min_samples, sc.clip)
+    relative = sc.mode == "cross_sectional"
+    if relative:
+        z = zscore_cross_sectional(grid, sc.min_samples, sc.clip)
+    else:
+        z = np.empty_like(grid)
+        buffer = np.full((len(families), n_symbols, sc.window), np.nan)
+        for t in range(len(bars)):
+            z[:, t], buffer = zscore_rolling(grid[:, t], buffer, sc.min_samples, sc.clip)
     ic = np.array([max(validation[fam][2] if validation[fam][2] is not None else cc.ic_floor, cc.ic_floor)
                    for fam in families])
     mu = np.fmax(ic - 0.5 * bc.cost_share, 0.01)
@@ -400,9 +410,10 @@ def fit_calibration(cfg: FoxliveConfig, temperature: float, validation: dict, y:
     real = np.full((len(bars), n_symbols), np.nan)
     real[np.searchsorted(bars, rows // n_symbols), rows % n_symbols] = y[rows] * 1e4
     ok = np.isfinite(alpha) & np.isfinite(real)
-    count = ok.sum(axis=1, keepdims=True)
-    real = real - np.divide(np.where(ok, real, 0.0).sum(axis=1, keepdims=True), count, out=np.zeros(count.shape),
-                            where=count > 0)
+    if relative:
+        count = ok.sum(axis=1, keepdims=True)
+        real = real - np.divide(np.where(ok, real, 0.0).sum(axis=1, keepdims=True), count, out=np.zeros(count.shape),
+                                where=count > 0)
     x, yy = alpha[ok], real[ok]
     sxx = float(x @ x)
     if len(x) < 3 or sxx <= 0:

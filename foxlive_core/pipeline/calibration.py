@@ -9,8 +9,12 @@ through the origin of the realised move on the alpha:
     kappa_h = (S_xy + P * kappa0_h) / (S_xx + P),   clipped to [0, max_slope]
 
 - x: the uncalibrated alpha a symbol had h bars ago (bps); y: the return
-  realised since (bps), less its cross-sectional mean at that cycle (the alpha
-  ranks symbols; the market's common move is not its to predict).
+  realised since (bps). With scores z-scored across the universe
+  (``relative``), y is taken less its cross-sectional mean at that cycle: such
+  an alpha ranks symbols, and the market's common move is not its to predict.
+  With per-symbol scores (``standardization.mode: rolling``) the alpha is the
+  symbol's own expected move and y is kept whole, so a universe of one symbol
+  is calibrated too.
 - S_xx, S_xy: sums of x^2 and x*y over the symbols and the last ``window``
   cycles at which the alphas matured, fed back every cycle like the IC.
 - kappa0_h: the slope fitted on the validation rows at training
@@ -29,7 +33,7 @@ import numpy as np
 __all__ = ["calibration_sums", "calibration_slope"]
 
 
-def calibration_sums(alpha_then, realised) -> np.ndarray:
+def calibration_sums(alpha_then, realised, relative: bool = True) -> np.ndarray:
     """This cycle's (S_xx, S_xy) per horizon from the alphas that have just matured.
 
     Parameters
@@ -38,23 +42,29 @@ def calibration_sums(alpha_then, realised) -> np.ndarray:
         Uncalibrated alpha of each symbol h bars ago, bps; NaN where unknown.
     realised : array_like, shape (H, N)
         Return realised since, decimal; NaN where unknown.
+    relative : bool
+        The alpha ranks symbols (scores z-scored across the universe): the
+        realised move is taken less its mean over the symbols where both are
+        finite. False: the move is kept whole.
 
     Returns
     -------
     ndarray, shape (H, 2)
         (S_xx, S_xy) over the symbols where both are finite; NaN rows where
-        fewer than 2 such symbols exist (no measurement this cycle).
+        fewer than 2 such symbols (``relative``) or none exist (no measurement
+        this cycle).
     """
     x = np.asarray(alpha_then, dtype=np.float64)
     y = np.asarray(realised, dtype=np.float64) * 1e4
     ok = np.isfinite(x) & np.isfinite(y)
     n = ok.sum(axis=-1)
-    y0 = np.where(ok, y, 0.0)
-    mean_y = np.divide(y0.sum(axis=-1), n, out=np.zeros(n.shape), where=n > 0)
+    if relative:
+        mean_y = np.divide(np.where(ok, y, 0.0).sum(axis=-1), n, out=np.zeros(n.shape), where=n > 0)
+        y = y - mean_y[:, None]
     x0 = np.where(ok, x, 0.0)
-    dy = np.where(ok, y - mean_y[:, None], 0.0)
+    dy = np.where(ok, y, 0.0)
     sums = np.stack([(x0 * x0).sum(axis=-1), (x0 * dy).sum(axis=-1)], axis=-1)
-    return np.where((n >= 2)[:, None], sums, np.nan)
+    return np.where((n >= (2 if relative else 1))[:, None], sums, np.nan)
 
 
 def calibration_slope(sums_hist, prior_slope, prior_cycles: float, max_slope: float) -> np.ndarray:

@@ -191,7 +191,7 @@ def scalar_decide(cfg, info, a: dict, halted: bool, quote_max_age_s: float, stag
     with stage("calibration"):
         kappa, sums = [NAN] * H, [None] * H
         for h in rH:
-            sxx, sxy = refs.calibration_sums(matured_alpha[h], realised[h])
+            sxx, sxy = refs.calibration_sums(matured_alpha[h], realised[h], sc.mode == "cross_sectional")
             sxx_hist = refs.append([row[0] for row in buf["calib_sums"][h]], sxx)
             sxy_hist = refs.append([row[1] for row in buf["calib_sums"][h]], sxy)
             sums[h] = [[x, y] for x, y in zip(sxx_hist, sxy_hist)]

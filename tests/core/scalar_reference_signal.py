@@ -255,13 +255,14 @@ def horizon_alpha(calibrated: list[float], weights: list[float], scale: list[flo
 # ---------------------------------------------------------------- stage 6b: calibration slope
 
 
-def calibration_sums(alpha_then: list[float], realised: list[float]) -> tuple[float, float]:
-    """(S_xx, S_xy) of one horizon at one cycle: x the alpha of h bars ago (bps), y the move since (bps)
-    less its mean over the same symbols; (NaN, NaN) with fewer than 2 symbols where both are known."""
+def calibration_sums(alpha_then: list[float], realised: list[float], relative: bool) -> tuple[float, float]:
+    """(S_xx, S_xy) of one horizon at one cycle: x the alpha of h bars ago (bps), y the move since (bps),
+    with ``relative`` less its mean over the same symbols; (NaN, NaN) with fewer than 2 symbols
+    (``relative``) or none where both are known."""
     pairs = [(x, y * 1e4) for x, y in zip(alpha_then, realised) if math.isfinite(x) and math.isfinite(y)]
-    if len(pairs) < 2:
+    if len(pairs) < (2 if relative else 1):
         return NAN, NAN
-    mean_y = sum(y for _, y in pairs) / len(pairs)
+    mean_y = sum(y for _, y in pairs) / len(pairs) if relative else 0.0
     return sum(x * x for x, _ in pairs), sum(x * (y - mean_y) for x, y in pairs)
 
 

@@ -142,10 +142,11 @@ def test_eurusd_hourly_trains_and_replays_a_day_without_trading(tmp_path, copied
     returns, barriers = trained_rows(out, ("1h", "4h", "1d"))
     assert len(returns) == 9 and all(int(n) > 0 for r in returns for n in r[-1].split("/"))
     assert len(barriers) == 6 and all(int(r[-2]) > 0 for r in barriers)
-    # one symbol: calibration regresses each move less the cross-section's mean move, which is the move
-    # itself, so the slope is 0 at training and the alphas are calibrated to 0 (README)
+    # one symbol with per-symbol scores: calibration regresses its whole move, so every horizon's slope is
+    # measured (across the universe, the move less the cross-section's mean would be 0 and so every slope)
     manifest = json.loads(next((tmp_path / "home" / "models").glob("*/manifest.json")).read_text())
-    assert {h: manifest["calibration"][h]["slope"] for h in ("1h", "4h", "1d")} == {"1h": 0.0, "4h": 0.0, "1d": 0.0}
+    assert all(manifest["calibration"][h]["fitted"] and manifest["calibration"][h]["slope"] != 0.0
+               and manifest["calibration"][h]["slope_se"] > 0 for h in ("1h", "4h", "1d"))
     out = run_cli(capsys, "--config", str(path), "replay", "--start", "2017-12-01", "--end", "2017-12-01", "--quiet")
     # Friday 1 Dec 2017's FX day: 24 hourly bars from Thursday 17:00 New York (22:00Z), closing 23:00Z .. 22:00Z
     assert "book eurusd_replay: 24 cycles of 60m bars, 2017-11-30 23:00 .. 2017-12-01 22:00 UTC" in out

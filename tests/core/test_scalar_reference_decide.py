@@ -45,8 +45,11 @@ def test_scalar_cross_sectional_zscore_by_hand():
 
 def test_scalar_calibration_by_hand():
     # x = 1, 2, 3 bps; y = 2, 2, 5 bps, mean 3: dy = -1, -1, 2. S_xx = 14, S_xy = -1 - 2 + 6 = 3.
-    assert refs.calibration_sums([1.0, 2.0, 3.0, NAN], [2e-4, 2e-4, 5e-4, 1e-4]) == pytest.approx((14.0, 3.0))
-    assert all(math.isnan(v) for v in refs.calibration_sums([1.0, NAN], [1e-4, 1e-4]))  # one pair: no measurement
+    assert refs.calibration_sums([1.0, 2.0, 3.0, NAN], [2e-4, 2e-4, 5e-4, 1e-4], True) == pytest.approx((14.0, 3.0))
+    assert all(math.isnan(v) for v in refs.calibration_sums([1.0, NAN], [1e-4, 1e-4], True))  # one pair: no measurement
+    # Kept whole (per-symbol scores): S_xy = 2 + 4 + 15 = 21; one pair measures: (1, 1).
+    assert refs.calibration_sums([1.0, 2.0, 3.0, NAN], [2e-4, 2e-4, 5e-4, 1e-4], False) == pytest.approx((14.0, 21.0))
+    assert refs.calibration_sums([1.0, NAN], [1e-4, 1e-4], False) == pytest.approx((1.0, 1.0))
     # One measured cycle, prior 1 over 2 cycles: P = 2 * 14 = 28, kappa = (3 + 28) / (14 + 28) = 31/42.
     assert refs.calibration_slope([NAN, 14.0], [NAN, 3.0], 1.0, 2.0, 2.0) == pytest.approx(31 / 42)
     assert refs.calibration_slope([NAN, NAN], [NAN, NAN], 0.7, 2.0, 2.0) == 0.7

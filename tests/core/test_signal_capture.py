@@ -112,6 +112,10 @@ def test_calibration_sums_and_slope_by_hand():
     sums = calibration_sums(np.array([[1.0, 2.0, 3.0], [NAN, 1.0, NAN]]), np.array([[2e-4, 2e-4, 5e-4], [1e-4, 1e-4, 1e-4]]))
     np.testing.assert_allclose(sums[0], [14.0, 3.0])
     assert np.isnan(sums[1]).all()  # one pair only: no measurement
+    # per-symbol alphas keep the move whole: Sxy = 1*2 + 2*2 + 3*5 = 21; one pair (1 bps, 1 bps) measures
+    whole = calibration_sums(np.array([[1.0, 2.0, 3.0], [NAN, 1.0, NAN]]), np.array([[2e-4, 2e-4, 5e-4], [1e-4, 1e-4, 1e-4]]),
+                             relative=False)
+    np.testing.assert_allclose(whole, [[14.0, 21.0], [1.0, 1.0]])
     hist = np.full((1, 4, 2), NAN)
     hist[0, -2:] = [[14.0, 3.0], [6.0, 9.0]]  # two cycles: Sxx 20, Sxy 12, mean Sxx 10 per cycle
     # prior 1.0 worth 2 cycles: P = 20 -> (12 + 20 * 1) / (20 + 20) = 0.8
@@ -119,6 +123,31 @@ def test_calibration_sums_and_slope_by_hand():
     assert calibration_slope(np.full((1, 4, 2), NAN), [0.7], 2.0, 2.0)[0] == pytest.approx(0.7)  # nothing measured
     hist[0, -2:] = [[14.0, -30.0], [6.0, -9.0]]
     assert calibration_slope(hist, [1.0], 2.0, 2.0)[0] == 0.0  # pointing the wrong way: no trade
+
+
+def test_the_training_prior_of_a_universe_of_one_symbol_regresses_its_whole_move():
+    from foxlive_core.config import load_config
+    from foxlive_core.models.training import fit_calibration
+    from tests.core import scalar_reference_signal as refs
+
+    pred = [1.0, 2.0, 4.0, 3.0, 5.0, 1.0]
+    y = np.array([1e-4, 3e-4, -2e-4, 4e-4, 6e-4, -5e-4])  # the symbol's forward returns, decimal
+    validation = {"ridge": (np.arange(6), np.array(pred), 0.1, 50.0)}  # rows, predictions, rank IC, bps scale
+    rolling = load_config(overrides={"standardization": {"mode": "rolling", "window": 3, "min_samples": 2}})
+    # one family: weight 1, alpha = IC x stability warm-up (0.5) x scale x z, z against the last 3 predictions
+    z, buffer = [], [NAN] * 3
+    for p in pred:
+        zt, buffer = refs.zscore_rolling(p, buffer, 2, 3.0)
+        z.append(zt)
+    # by hand: 1 sample < 2, the clipped raw 1; (2 - 1.5) / 0.5 = 1; 4 against (1, 2, 4): (5/3) / sqrt(14/9)
+    assert z[:3] == pytest.approx([1.0, 1.0, (5 / 3) / (14 / 9) ** 0.5])
+    alpha = [0.1 * 0.5 * 50.0 * v for v in z]
+    moves = [v * 1e4 for v in y]  # kept whole: nothing to demean a lone symbol's move against
+    expected = sum(a * m for a, m in zip(alpha, moves)) / sum(a * a for a in alpha)
+    fitted = fit_calibration(rolling, 1.0, validation, y, 1)
+    assert fitted["fitted"] and fitted["slope"] == pytest.approx(expected) and expected != 0
+    # across the universe the move is taken less its cross-sectional mean, which for one symbol is all of it
+    assert fit_calibration(load_config(), 1.0, validation, y, 1)["slope"] == 0.0
 
 
 # ------------------------------------------------------------------ holding consistent with the horizon

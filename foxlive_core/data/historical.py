@@ -36,9 +36,11 @@ timezone-aware Parquet index; with none of those, an unnamed first CSV column
   ``America/New_York``); without that key they are an error. A wall-clock
   time that a daylight saving change repeats or skips is an error;
 - with daily bars only (``market.bar_interval: 1d``), bare dates
-  (``2024-07-03``, Parquet dates or naive midnights): that session, stamped at
-  its real close (2024-07-03 closes 17:00Z, a half day). A date that is no
-  session is an off-calendar row.
+  (``2024-07-03``, Parquet dates or naive midnights, or midnights in the
+  exchange's zone with an offset as yfinance writes them,
+  ``2024-07-03 00:00:00-04:00``): that session, stamped at its real close
+  (2024-07-03 closes 17:00Z, a half day). A date that is no session is an
+  off-calendar row.
 
 Text times are ISO 8601, or with ``market.historical.time_format`` in that
 strftime format (``%m/%d/%Y`` for ``1/4/1999``, ``%d.%m.%Y %H:%M:%S.%f``):
@@ -208,6 +210,22 @@ def _session_closes(calendar: TradingCalendar, dates: pd.Series, by: str) -> pd.
     return pd.Series(pd.DatetimeIndex(values).tz_localize("UTC"), index=dates.index)
 
 
+def _midnight_dates(calendar: TradingCalendar, times: pd.Series) -> pd.Series:
+    """Naive session dates of the aware daily stamps at midnight in the calendar's zone; NaT elsewhere.
+
+    Vendors write a daily bar as its date at the exchange's midnight (yfinance:
+    ``2020-01-02 00:00:00-05:00``), which is no bar close: it names that
+    session. A midnight that is itself a session's close (``24/7`` closes at
+    00:00Z) stays a close.
+    """
+    wall = times.dt.tz_convert(calendar.tz)
+    day = wall.dt.tz_localize(None).dt.normalize()
+    at_midnight = times.notna() & (wall.dt.tz_localize(None) == day)
+    candidates = day.where(at_midnight)
+    closes_then = _session_closes(calendar, candidates - pd.Timedelta(days=1), "date")
+    return candidates.where(~(closes_then == times).fillna(False)).dt.as_unit("ns")
+
+
 def _localize(local: pd.Series, written: pd.Series, label: str, rows: np.ndarray, market: MarketConfig) -> pd.Series:
     """Times of day without an offset (``local`` naive, NaT elsewhere) read in ``market.historical.timezone``; UTC, ns.
 
@@ -288,6 +306,9 @@ def _parse_times(column: pd.Series, label: str, rows: np.ndarray, market: Market
     """
     daily = calendar.interval_minutes is None
     times, local, dates = _read_times(column, label, rows, market, daily)
+    if daily and times.notna().any():
+        dates = dates.where(dates.notna(), _midnight_dates(calendar, times))
+        times = times.where(dates.isna())
     bare = dates.notna().to_numpy()
     if bare.any() and not daily:
         bad = np.flatnonzero(bare)

@@ -419,6 +419,25 @@ def test_bare_dates_are_stamped_at_each_session_close(tmp_path):
         daily_rows(column).to_parquet(tmp_path / "SPY.parquet", index=False)
         again = HistoricalMarket(tmp_path, make_market(repair=False, bar_interval="1d"))
         assert list(again.bars(None, again.first_time, again.last_time).times) == list(panel.times)
+    # midnights in New York with their offsets, as yfinance writes daily bars, in CSV and as aware Parquet times
+    (tmp_path / "SPY.parquet").unlink()
+    written = ["2024-03-08 00:00:00-05:00", "2024-03-11 00:00:00-04:00", "2024-07-03 00:00:00-04:00",
+               "2024-07-05 00:00:00-04:00"]
+    for column in (written, pd.to_datetime(dates).tz_localize("America/New_York")):
+        for f in tmp_path.iterdir():
+            f.unlink()
+        rows = daily_rows(column)
+        rows.to_csv(tmp_path / "SPY.csv", index=False) if isinstance(column, list) else rows.to_parquet(tmp_path / "SPY.parquet")
+        again = HistoricalMarket(tmp_path, make_market(repair=False, bar_interval="1d"))
+        assert list(again.bars(None, again.first_time, again.last_time).times) == list(panel.times)
+
+
+def test_a_midnight_that_closes_a_session_stays_a_close(tmp_path):
+    # 24/7 sessions run 00:00Z to 24:00Z: 2024-07-04T00:00Z is the close of the 3 July session, not a date of 4 July
+    daily_rows(["2024-07-03T00:00:00Z", "2024-07-04T00:00:00Z"]).to_csv(tmp_path / "BTC.csv", index=False)
+    market = HistoricalMarket(tmp_path, make_market(repair=False, calendar="24/7", bar_interval="1d"))
+    assert list(market.bars(None, market.first_time, market.last_time).times) == [T("2024-07-03T00:00Z"),
+                                                                                   T("2024-07-04T00:00Z")]
 
 
 def test_bare_dates_that_are_no_session_and_bare_dates_with_intraday_bars(tmp_path):

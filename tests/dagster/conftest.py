@@ -6,13 +6,17 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 import pytest
 
 from foxlive_core.config import FoxliveConfig, load_config
+from foxlive_core.cycle_table import CycleTableWriter
 from foxlive_core.models.store import ModelStore
-from foxlive_core.state import StateStore
+from foxlive_core.state import CycleRecord, StateStore
 from foxlive_core.config import _deep_merge
 from tests.conftest import ACTIVE, SMALL_TRAINING, SMALL_UNIVERSE, write_config
 
@@ -115,3 +119,27 @@ def step_failure(result, step: str) -> str:
         if ev.event_type_value == "STEP_FAILURE" and ev.step_key == step:
             return ev.step_failure_data.error.to_string()
     raise AssertionError(f"step {step} did not fail")
+
+
+def write_cycle(store, book: str, t, daily_return: float = 0.0, drawdown: float = 0.0,
+                high_water_mark: float | None = None) -> None:
+    """Commit a cycle row of ``book`` at ``t`` with the given risk figures (the book's ledger unchanged)."""
+    state = store.load(book)
+    if high_water_mark is not None:
+        state.high_water_mark = high_water_mark
+    state.last_cycle_time = pd.Timestamp(t)
+    state.cycle_count += 1
+    value = state.cash
+    store.commit_cycles(state, [CycleRecord(
+        cycle_time=pd.Timestamp(t), portfolio_value=value, cash=state.cash, gross_exposure=0.0, net_exposure=0.0,
+        drawdown=drawdown, daily_return=daily_return, n_trade=0, n_hold=0, n_blocked=0, n_orders=0, n_fills=0,
+        fees=0.0, traded_notional=0.0, halted=False, summary={}, orders=[],
+    )], columns=_no_decisions(t))
+
+
+def _no_decisions(t) -> bytes:
+    """The columnar decisions of a cycle over an empty universe."""
+    table = CycleTableWriter((), (), ())
+    none = np.array([], dtype=object)
+    table.add(pd.Timestamp(t), "", SimpleNamespace(decision=none, reason=none, shares=np.array([], dtype=np.int64)), {})
+    return table.to_parquet("test")

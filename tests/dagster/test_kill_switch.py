@@ -7,42 +7,16 @@ import json
 from types import SimpleNamespace
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 import pytest
 
 from foxlive_core.config import _deep_merge
-from foxlive_core.cycle_table import CycleTableWriter
-from foxlive_core.state import CycleRecord
 from foxlive_dagster import sensors as sensors_module
 from foxlive_dagster.kill_switch import BAR_TAG, BOOK_TAG, KILL_SWITCH_BOOK_TAG, KILL_SWITCH_KEY
-from tests.dagster.conftest import B1, B2, CYCLE_ASSETS, S1, bar_config, make_env, metadata_values, step_failure
+from tests.dagster.conftest import (B1, B2, CYCLE_ASSETS, S1, bar_config, make_env, metadata_values, step_failure,
+                                    write_cycle)
 
 T1 = pd.Timestamp("2025-05-01T13:35Z")
-
-
-def write_cycle(store, book: str, t, daily_return: float = 0.0, drawdown: float = 0.0,
-                high_water_mark: float | None = None) -> None:
-    """Commit a cycle row of ``book`` at ``t`` with the given risk figures (the book's ledger unchanged)."""
-    state = store.load(book)
-    if high_water_mark is not None:
-        state.high_water_mark = high_water_mark
-    state.last_cycle_time = pd.Timestamp(t)
-    state.cycle_count += 1
-    value = state.cash
-    store.commit_cycles(state, [CycleRecord(
-        cycle_time=pd.Timestamp(t), portfolio_value=value, cash=state.cash, gross_exposure=0.0, net_exposure=0.0,
-        drawdown=drawdown, daily_return=daily_return, n_trade=0, n_hold=0, n_blocked=0, n_orders=0, n_fills=0,
-        fees=0.0, traded_notional=0.0, halted=False, summary={}, orders=[],
-    )], columns=_no_decisions(t))
-
-
-def _no_decisions(t) -> bytes:
-    """The columnar decisions of a cycle over an empty universe."""
-    table = CycleTableWriter((), (), ())
-    none = np.array([], dtype=object)
-    table.add(pd.Timestamp(t), "", SimpleNamespace(decision=none, reason=none, shares=np.array([], dtype=np.int64)), {})
-    return table.to_parquet("test")
 
 
 def sensor_def(env, name: str):

@@ -93,9 +93,25 @@ def webserver(small_run, tmp_path):
         log.close()
 
 
-def test_webserver_shows_the_location_and_runs_a_cycle(webserver):
+def run_a_cycle(port: int, log: Path) -> str:
+    """Launch the live cycle at B1 over GraphQL (no book tag) and wait for its success; returns the run id."""
     from dagster_graphql import DagsterGraphQLClient
 
+    client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
+    run_id = client.submit_job_execution("trading_cycle_job", repository_location_name="foxlive",
+                                         run_config=bar_config(B1), tags={"dagster/partition": S1})
+    deadline = time.monotonic() + 90
+    status = None
+    while time.monotonic() < deadline:
+        status = client.get_run_status(run_id).value
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(1)
+    assert status == "SUCCESS", f"run {run_id} ended {status}; webserver log:\n{log.read_text()[-4000:]}"
+    return run_id
+
+
+def test_webserver_shows_the_location_and_runs_a_cycle(webserver):
     env, port, log = webserver
     reply = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": OVERVIEW}, timeout=60).json()
     assert "errors" not in reply, reply
@@ -114,17 +130,7 @@ def test_webserver_shows_the_location_and_runs_a_cycle(webserver):
     assert "active_models" in deps["predictions"] and "trained_models" in deps["active_models"]
     assert deps["risk/kill_switch"] == {"risk_report"}
 
-    client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
-    run_id = client.submit_job_execution("trading_cycle_job", repository_location_name="foxlive",
-                                         run_config=bar_config(B1), tags={"dagster/partition": S1})
-    deadline = time.monotonic() + 90
-    status = None
-    while time.monotonic() < deadline:
-        status = client.get_run_status(run_id).value
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            break
-        time.sleep(1)
-    assert status == "SUCCESS", f"run {run_id} ended {status}; webserver log:\n{log.read_text()[-4000:]}"
+    run_id = run_a_cycle(port, log)
     cycles = env.store().cycles(env.cfg.book)
     assert len(cycles) == 1 and str(cycles["cycle_time"].iloc[0]) == "2025-05-01 13:35:00+00:00"
     # Launched without the book tag, bound to it by its first step.
@@ -133,3 +139,50 @@ def test_webserver_shows_the_location_and_runs_a_cycle(webserver):
         json={"query": "query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }",
               "variables": {"id": run_id}}).json()["data"]["runOrError"]["tags"]}
     assert tags[BOOK_TAG] == env.cfg.book and tags["foxlive/bar_close"] == B1
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium (.ci/run installs it); playwright's own download is not used
+
+
+def test_the_ui_in_a_browser_shows_the_graph_with_the_kill_switch_and_a_cycle_runs_steps(webserver, tmp_path):
+    """Headless Chromium on the running webserver: the asset graph, the kill switch's lineage, a cycle run's page.
+    Screenshots go to the test's folder (``tmp_path``)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            raise AssertionError(f"{CHROMIUM} not found; .ci/run installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} not found (Debian: apt-get install chromium; .ci/run does)")
+    env, port, log = webserver
+    run_id = run_a_cycle(port, log)
+    base = f"http://127.0.0.1:{port}"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)  # the UI loads its bundle and queries on 2 shared cores
+            page.goto(f"{base}/locations/foxlive/asset-groups/trading")
+            skip = page.get_by_role("button", name="Skip")  # the first visit's community dialog
+            skip.wait_for()
+            skip.click()
+            for name in CYCLE_ASSETS:
+                expect(page.get_by_text(name, exact=True).first).to_be_visible()
+            expect(page.get_by_text("kill_switch", exact=True).first).to_be_visible()  # risk_report's downstream
+            page.screenshot(path=str(tmp_path / "asset_graph.png"), full_page=True)
+
+            page.goto(f"{base}/assets/risk/kill_switch?view=lineage")
+            expect(page.get_by_text("risk_report", exact=True).first).to_be_visible()
+            page.screenshot(path=str(tmp_path / "kill_switch_lineage.png"), full_page=True)
+
+            page.goto(f"{base}/runs/{run_id}")
+            expect(page.get_by_text("Success", exact=True).first).to_be_visible()
+            expect(page.get_by_text("Succeeded (6)", exact=True)).to_be_visible()  # every step of the cycle
+            expect(page.locator("body")).to_contain_text(f"step_keys{CYCLE_ASSETS}")  # run in one process, in order
+            # the end of the run's log: the cycle's metadata (its orders and fills table), then RUN_SUCCESS
+            expect(page.get_by_text("last_cycle_orders_and_fills", exact=True).first).to_be_visible()
+            expect(page.get_by_text("RUN_SUCCESS", exact=True)).to_be_visible()
+            page.screenshot(path=str(tmp_path / "cycle_run.png"), full_page=True)
+        finally:
+            browser.close()
+    assert all((tmp_path / f).stat().st_size > 10_000 for f in ("asset_graph.png", "kill_switch_lineage.png", "cycle_run.png"))

@@ -34,6 +34,7 @@ from foxlive_core.models.training import train_models
 from foxlive_core.runtime import make_market
 from foxlive_core.state import StateStore
 from foxlive_dagster.kill_switch import BAR_TAG
+from foxlive_dagster.sensors import risk_sensor
 from tests.conftest import write_config
 from tests.dagster.conftest import write_cycle
 from tests.dagster.test_webserver import WORKSPACE, _free_port, _wait_for
@@ -43,7 +44,7 @@ pytestmark = pytest.mark.slow
 DAGSTER = Path(sys.executable).with_name("dagster")
 INSTANCES = {"sqlite": WORKSPACE.parent / "config" / "dagster" / "dagster.yaml",
              "postgres": WORKSPACE.parent / "config" / "dagster" / "dagster-postgres.yaml"}
-SENSOR_INTERVAL_S = 30  # risk_sensor's minimum_interval_seconds
+SENSOR_INTERVAL_S = risk_sensor.minimum_interval_seconds
 SELECTOR = {"repositoryLocationName": "foxlive", "repositoryName": "__repository__"}
 
 START_SCHEDULE = """
@@ -239,7 +240,8 @@ def test_the_daemon_trades_halts_on_a_breach_skips_while_halted_and_resumes(daem
     breach_at = pd.Timestamp(last["cycle_time"]) + pd.Timedelta(seconds=1)
     write_cycle(store, book, breach_at, drawdown=cfg.risk.drawdown_limit + 0.05)
     breached = time.monotonic()
-    wait_until("the risk sensor's halt", lambda: store.halt_status(book)[0], 2 * SENSOR_INTERVAL_S + 15, log_path, 1.0)
+    # within two sensor intervals of the breach
+    wait_until("the risk sensor's halt", lambda: store.halt_status(book)[0], 2 * SENSOR_INTERVAL_S, log_path, 1.0)
     took = time.monotonic() - breached
     halted, reason = store.halt_status(book)
     assert reason.startswith("drawdown_limit") and store.load(book).halted_by == "risk_sensor", (reason, took)

@@ -64,7 +64,7 @@ query($selector: ScheduleSelector!) {
 }
 """
 RUNS = """
-query { runsOrError(limit: 50) { ... on Runs { results { runId jobName status tags { key value } } } } }
+query { runsOrError(limit: 50) { ... on Runs { results { runId jobName status endTime tags { key value } } } } }
 """
 LAUNCH = """
 mutation($params: ExecutionParams!) {
@@ -266,7 +266,11 @@ def test_the_daemon_trades_halts_on_a_breach_skips_while_halted_and_resumes(daem
     resumed_at = time.time()
     after = wait_until("a cycle after the resume", lambda: a_successful_cycle(resumed_at - 60), 200, log_path)
     assert after > breach_at and store.cycle_done(book, after) and not store.halt_status(book)[0]
-    print(f"risk sensor halted the book {took:.0f} s after the breach")
+    # How long after its bar closed each cycle run had finished (the issue's goal: within 20 s on 2 cores).
+    latency = sorted(r["endTime"] - pd.Timestamp(t["value"]).timestamp() for r in runs(port, "trading_cycle_job")
+                     if r["status"] == "SUCCESS" for t in r["tags"] if t["key"] == BAR_TAG)
+    print(f"risk sensor halted the book {took:.0f} s after the breach; cycle runs done "
+          f"{', '.join(f'{x:.0f}' for x in latency)} s after their bar close")
     if storage_env:  # the runs, their events and the ticks were kept in PostgreSQL
         import psycopg2
 

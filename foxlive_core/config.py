@@ -186,6 +186,11 @@ class StandardizationConfig:
     min_samples: int = num(**_rng(1))
     clip: float = num(**_rng(0.0, lo_open=True))
 
+    @property
+    def relative(self) -> bool:
+        """Scores are z-scored across the universe, so an alpha ranks symbols (the calibration demeans the move)."""
+        return self.mode == "cross_sectional"
+
 
 @dataclass(frozen=True)
 class ConfidenceConfig:

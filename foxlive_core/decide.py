@@ -327,7 +327,7 @@ def decide(
 
     # 6b. calibrate each horizon's alpha to the moves that followed past alphas
     ca = cfg.calibration
-    calib_sums = append(buffers.calib_sums, calibration_sums(matured_alpha, realised, relative=sc.mode == "cross_sectional"), axis=-2)
+    calib_sums = append(buffers.calib_sums, calibration_sums(matured_alpha, realised, relative=sc.relative), axis=-2)
     kappa = calibration_slope(calib_sums, models.calibration_slope, ca.prior_cycles, ca.max_slope)
     alpha = kappa[:, None] * blended
 

@@ -393,7 +393,7 @@ def fit_calibration(cfg: FoxliveConfig, temperature: float, validation: dict, y:
         idx, pred, _, _ = validation[fam]
         grid[f, np.searchsorted(bars, idx // n_symbols), idx % n_symbols] = pred
     sc, cc, bc = cfg.standardization, cfg.confidence, cfg.blending
-    relative = sc.mode == "cross_sectional"
+    relative = sc.relative
     if relative:
         z = zscore_cross_sectional(grid, sc.min_samples, sc.clip)
     else:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -133,13 +133,8 @@ def postgres_server():
 
 @pytest.fixture(params=list(INSTANCES))
 def daemon(request, tmp_path):
-    with (postgres_server() if request.param == "postgres" else _no_server()) as storage_env:
+    with (postgres_server() if request.param == "postgres" else nullcontext({})) as storage_env:
         yield from _dagster_dev(tmp_path, INSTANCES[request.param], storage_env)
-
-
-@contextmanager
-def _no_server():
-    yield {}
 
 
 def _dagster_dev(tmp_path: Path, instance_yaml: Path, storage_env: dict):

@@ -14,10 +14,11 @@ import dagster as dg
 
 from foxlive_core.config import load_config
 from foxlive_dagster.assets.cycle import build_cycle_assets
-from foxlive_dagster.assets.models import active_models, trained_models
+from foxlive_dagster.assets.models import active_models, build_training_asset
 from foxlive_dagster.assets.reports import build_report_assets
 from foxlive_dagster.io_managers import CycleArraysIOManager
-from foxlive_dagster.jobs import end_of_day_job, trading_cycle_job, training_job
+from foxlive_dagster.executors import scale_out_executor
+from foxlive_dagster.jobs import build_training_job, end_of_day_job, trading_cycle_job
 from foxlive_dagster.kill_switch import halt_book, kill_switch_spec, resume_book
 from foxlive_dagster.partitions import session_partitions
 from foxlive_dagster.resources import make_resources
@@ -41,8 +42,11 @@ def warn_beta_once() -> None:
     )
 
 
-def build_definitions(config_path: str = "", home: str = "") -> dg.Definitions:
+def build_definitions(config_path: str = "", home: str = "", scale_out: str | None = None) -> dg.Definitions:
     """Every definition of foxlive, for the configuration at ``config_path`` (default: the environment's).
+
+    ``scale_out`` names the executor of the jobs that fan out (foxlive_dagster.executors; default:
+    ``$FOXLIVE_SCALE_OUT_EXECUTOR``, else multiprocess).
 
     Only the YAML and the exchange calendar are read here (to lay out the
     partitions and schedules); models and market data load inside runs.
@@ -55,9 +59,9 @@ def build_definitions(config_path: str = "", home: str = "") -> dg.Definitions:
         for message in BETA_MESSAGES:
             warnings.filterwarnings("ignore", message=message, category=dg.BetaWarning)
         defs = dg.Definitions(
-            assets=[trained_models, active_models, *build_cycle_assets(session_partitions(cfg)),
+            assets=[build_training_asset(cfg), active_models, *build_cycle_assets(session_partitions(cfg)),
                     *build_report_assets(cfg), kill_switch_spec],
-            jobs=[trading_cycle_job, training_job, end_of_day_job, halt_book, resume_book],
+            jobs=[trading_cycle_job, build_training_job(scale_out_executor(scale_out)), end_of_day_job, halt_book, resume_book],
             schedules=build_schedules(cfg),
             sensors=[risk_sensor, build_failure_sensor(), stale_data_sensor],
             resources=resources,

@@ -1,8 +1,9 @@
 """Jobs: a trading cycle, training, the end-of-day report; halt/resume live in kill_switch.py.
 
-Every job runs its steps in the run's own process (``in_process_executor``, also the code location's
-default, so UI materialisations of the cycle assets run the same way): a live cycle's six steps take
-seconds of work, and a process per step cost about 10 s of start-up each.
+The cycle and report jobs run their steps in the run's own process (``in_process_executor``, also the
+code location's default, so UI materialisations of the cycle assets run the same way): a live cycle's
+six steps take seconds of work, and a process per step cost about 10 s of start-up each. Training fans
+out, a step per model, on the deployment's scale-out executor (executors.py).
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ trading_cycle_job = dg.define_asset_job(
     description="A live cycle of the live book at one bar close (a partition = one session; market_bars config "
     "bar_close names the bar); an asset backfill over sessions replays them on the replay book in one run.",
 )
-training_job = dg.define_asset_job(
-    "training_job",
-    selection=dg.AssetSelection.assets("trained_models", "active_models"),
-    executor_def=dg.in_process_executor,
-    description="Train every horizon's models and activate the new run.",
-)
+
+
+def build_training_job(executor: dg.ExecutorDefinition) -> dg.UnresolvedAssetJobDefinition:
+    """``training_job`` on ``executor``: the deployment's scale-out executor (executors.py)."""
+    return dg.define_asset_job(
+        "training_job",
+        selection=dg.AssetSelection.assets("trained_models", "active_models"),
+        executor_def=executor,
+        description="Train every horizon's models, a step per model on the scale-out executor, and activate the "
+        "new run.",
+    )
+
+
 end_of_day_job = dg.define_asset_job(
     "end_of_day_job",
     selection=dg.AssetSelection.assets("end_of_day_report"),

@@ -15,7 +15,7 @@ import pandas as pd
 
 from foxlive_core.calendar import calendar_for, to_utc
 from foxlive_core.config import FoxliveConfig
-from foxlive_dagster.jobs import end_of_day_job, trading_cycle_job, training_job
+from foxlive_dagster.jobs import end_of_day_job, trading_cycle_job
 from foxlive_dagster.kill_switch import BAR_TAG, BOOK_TAG
 from foxlive_dagster.partitions import LOOKAHEAD, cron_field, cron_weekday, session_key
 from foxlive_dagster.resources import FoxliveConfigResource, StateStoreResource
@@ -122,7 +122,7 @@ def build_schedules(cfg: FoxliveConfig) -> list:
 
     @dg.schedule(
         name="weekly_retraining_schedule",
-        job=training_job,
+        job_name="training_job",
         cron_schedule="0 6 * * 6",
         execution_timezone=cal.tz,
         default_status=dg.DefaultScheduleStatus.STOPPED,

@@ -17,6 +17,7 @@ importance is kept in ``model_meta.json`` as a list in importance order.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -192,6 +193,283 @@ def _auc(p: np.ndarray, label: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+@dataclass(frozen=True)
+class TrainingTask:
+    """One model of a training run: a return model of one family, or a barrier classifier, at one horizon.
+
+    ``index`` is the task's place in :func:`training_tasks`; it seeds the task's
+    own row subsample, so a task's model does not depend on which tasks ran
+    before it, in which process or on which machine.
+    """
+
+    index: int
+    horizon: str
+    horizon_bars: int
+    kind: str
+
+    @property
+    def key(self) -> str:
+        """``<horizon>_<kind>``: a name for the task's step (letters, digits, underscores)."""
+        return f"{self.horizon}_{self.kind}"
+
+
+def training_tasks(cfg: FoxliveConfig) -> list[TrainingTask]:
+    """Every model a run trains, horizon by horizon: the return families, then the barrier classifiers."""
+    kinds = (*cfg.models.families, *BARRIER_KINDS)
+    pairs = [(h.name, b, kind) for h, b in zip(cfg.horizons, cfg.horizon_bars()) for kind in kinds]
+    return [TrainingTask(i, *pair) for i, pair in enumerate(pairs)]
+
+
+STAGING = ".staging"  # inside a run's temporary directory: the shared data set and each task's results
+STALE_TEMPORARY_S = 86_400  # a temporary run directory untouched this long is from a training that failed
+
+
+def staging_dir(cfg: FoxliveConfig, run_id: str) -> Path:
+    """The temporary directory of run ``run_id`` while it trains (renamed to the run when complete)."""
+    return cfg.models_root / f".tmp-{run_id}"
+
+
+def prepare_training(cfg: FoxliveConfig, market: MarketData, end=None, *, symbols=None, run_id: str | None = None) -> str:
+    """Load the training window's bars, build its features and write them for the tasks; returns the run id.
+
+    Writes ``<models root>/.tmp-<run id>/.staging``: the features ``X.npy``
+    (T, N, F) float64, the filled ``close``/``high``/``low`` (T, N), the bar
+    times and ``plan.json`` (symbols, the first validation bar). Every task
+    (:func:`fit_training_task`) reads them, in this process or another, and
+    :func:`assemble_training` turns the results into the run. Temporary
+    directories of trainings that failed over a day ago are removed here.
+    """
+    symbols = tuple(symbols or cfg.symbols)
+    start, end = training_window(cfg, market, end)
+    raw = market.bars(symbols, start, end)
+    # Features fill missing bars themselves (filling twice would differ from the live path);
+    # targets and barrier labels use the filled closes.
+    feats = build_features(raw, cfg.market.max_fill_bars)
+    panel = fill_missing_bars(raw, cfg.market.max_fill_bars)
+    T = feats.values.shape[0]
+    tcfg = cfg.models.training
+    split = int(np.floor(T * (1 - tcfg.validation_fraction)))
+    for h_cfg, h_bars in zip(cfg.horizons, cfg.horizon_bars()):
+        if split - h_bars - tcfg.purge_bars < 10 or split >= T:
+            raise DataError(
+                f"training window {start} .. {end} has {T} bars: too short for horizon {h_cfg.name} "
+                f"({h_bars} bars) with validation_fraction {tcfg.validation_fraction}; raise models.training.sessions"
+            )
+    run_id = run_id or new_run_id()
+    store = ModelStore(cfg.models_root)
+    store.root.mkdir(parents=True, exist_ok=True)
+    if (store.root / run_id).exists():
+        raise ModelError(f"model run {run_id} already exists at {store.root / run_id}; choose another run id")
+    now = datetime.now(timezone.utc).timestamp()
+    for old in store.root.glob(".tmp-*"):
+        if now - old.stat().st_mtime > STALE_TEMPORARY_S:
+            shutil.rmtree(old, ignore_errors=True)
+    tmp_dir = staging_dir(cfg, run_id)
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    data = tmp_dir / STAGING
+    data.mkdir(parents=True)
+    np.save(data / "X.npy", np.ascontiguousarray(feats.values, dtype=np.float64))
+    for name in ("close", "high", "low"):
+        np.save(data / f"{name}.npy", np.ascontiguousarray(getattr(panel, name), dtype=np.float64))
+    np.save(data / "times.npy", panel.times.asi8)
+    write_json_atomic(data / "plan.json", {"run_id": run_id, "symbols": list(symbols), "split": split})
+    return run_id
+
+
+@dataclass(frozen=True)
+class _Dataset:
+    X: np.ndarray  # (T, N, F)
+    close: np.ndarray  # (T, N)
+    high: np.ndarray
+    low: np.ndarray
+    times: pd.DatetimeIndex
+    symbols: tuple[str, ...]
+    split: int
+
+
+def _load_dataset(directory: Path) -> _Dataset:
+    data = directory / STAGING
+    plan = _read_plan(data)
+    arrays = {name: np.load(data / f"{name}.npy", mmap_mode="r") for name in ("X", "close", "high", "low")}
+    times = pd.DatetimeIndex(np.load(data / "times.npy")).tz_localize("UTC")
+    return _Dataset(times=times, symbols=tuple(plan["symbols"]), split=int(plan["split"]), **arrays)
+
+
+def _read_plan(data: Path) -> dict:
+    path = data / "plan.json"
+    if not path.is_file():
+        raise ModelError(f"no prepared training data at {data}; run prepare_training first (a failed or finished "
+                         "training removes it)")
+    return json.loads(path.read_text())
+
+
+def fit_training_task(cfg: FoxliveConfig, run_id: str, task: TrainingTask) -> dict:
+    """Fit one task of a prepared run; write its model, ``model_meta.json`` and its results for the run.
+
+    Returns the task's manifest entry. The model is fitted on the task's
+    training rows (at most ``models.training.max_rows``, a subsample seeded
+    by ``models.training.seed`` and the task's index) and validated on the
+    validation rows; a return model's validation predictions are kept for the
+    horizon's calibration (:func:`assemble_training`).
+    """
+    tmp_dir = staging_dir(cfg, run_id)
+    ds = _load_dataset(tmp_dir)
+    X_all = ds.X
+    T, N, F = X_all.shape
+    tcfg = cfg.models.training
+    h_bars, split = task.horizon_bars, ds.split
+    train_end = split - h_bars - tcfg.purge_bars  # rows t < train_end: t + h < split - purge
+    valid_x = np.isfinite(X_all).all(axis=2)
+    t_grid = np.broadcast_to(np.arange(T)[:, None], (T, N))
+    if task.kind in BARRIER_KINDS:
+        vol_idx = FEATURE_NAMES.index("vol_20b")
+        width = cfg.models.barrier_width_sigmas * X_all[:, :, vol_idx] * np.sqrt(h_bars)
+        peak, valley = barrier_labels(ds.close, ds.high, ds.low, h_bars, width)
+        target = peak if task.kind == "barrier_peak" else valley
+    else:
+        target = forward_returns(ds.close, h_bars)
+    ok = np.isfinite(target)
+    tr_idx = _subsample(np.flatnonzero(((t_grid < train_end) & valid_x & ok).ravel()), tcfg.max_rows,
+                        np.random.default_rng([tcfg.seed, task.index]))
+    va_idx = np.flatnonzero(((t_grid >= split) & valid_x & ok).ravel())
+    if len(tr_idx) < 100 or len(va_idx) < 20:
+        raise DataError(
+            f"horizon {task.horizon}/{task.kind}: only {len(tr_idx)} training and {len(va_idx)} validation rows; "
+            "raise models.training.sessions or add symbols"
+        )
+    Xf = X_all.reshape(T * N, F)
+    yf = target.reshape(T * N)
+    family = cfg.models.barrier_family if task.kind in BARRIER_KINDS else task.kind
+    objective = "binary" if task.kind in BARRIER_KINDS else "regression"
+    model = families.fit(family, objective, np.asarray(Xf[tr_idx]), yf[tr_idx], cfg, tcfg.seed)
+    pred = model.predict(np.ascontiguousarray(Xf[va_idx]))
+    if objective == "binary":
+        metrics = {"auc": _auc(pred, yf[va_idx]), "base_rate": float(yf[va_idx].mean())}
+    else:
+        metrics = _return_metrics(pred, yf[va_idx], va_idx // N, va_idx % N, h_bars, ds.symbols)
+    directory = tmp_dir / task.horizon / task.kind
+    directory.mkdir(parents=True, exist_ok=True)
+    model_path = model.save(directory)
+    digest = sha256_file(model_path)
+    compiled_record = (compiled.compile_beside(model_path, digest) if cfg.models.inference == "compiled"
+                       and family in compiled.COMPILED_FAMILIES else None)
+    importance = model.importance(list(FEATURE_NAMES))
+    times = ds.times
+    meta = {
+        "run_id": run_id,
+        "family": family,
+        "kind": task.kind,
+        "objective": objective,
+        "target": f"{'fwd_return' if objective == 'regression' else task.kind}_{h_bars}b",
+        "horizon": task.horizon,
+        "horizon_bars": h_bars,
+        "feature_list": list(FEATURE_NAMES),
+        "n_features": F,
+        "bar_interval": cfg.market.bar_interval,
+        "interval_minutes": cfg.market.interval_minutes,
+        "calendar": cfg.market.calendar,
+        "symbols": N,
+        "train_window": {"start": times[0].isoformat(), "end": times[max(train_end - 1, 0)].isoformat()},
+        "validation_window": {"start": times[split].isoformat(), "end": times[-1].isoformat()},
+        "purge_bars": h_bars + tcfg.purge_bars,
+        "n_train": int(len(tr_idx)),
+        "n_validation": int(len(va_idx)),
+        "metrics": metrics,
+        "bps_scale": float(np.std(yf[tr_idx]) * 1e4) if objective == "regression" else None,
+        "barrier_width_sigmas": cfg.models.barrier_width_sigmas if objective == "binary" else None,
+        # A list: the JSON is written with sorted keys, which would put a dict in name order.
+        "feature_importance": [{"feature": n, "importance": v}
+                               for n, v in sorted(importance.items(), key=lambda kv: -kv[1])],
+        "model_file": model_path.name,
+        "sha256": digest,
+        "compiled": compiled_record,
+        "package_versions": package_versions(),
+        "created_at": datetime.now(timezone.utc).isoformat(),
+    }
+    write_json_atomic(directory / "model_meta.json", meta, seal=True)
+    entry = {
+        "horizon": task.horizon,
+        "kind": task.kind,
+        "family": family,
+        "path": f"{task.horizon}/{task.kind}/{model_path.name}",
+        "sha256": digest,
+        "compiled": compiled_record,
+        "metrics": metrics,
+        "n_train": meta["n_train"],
+        "n_validation": meta["n_validation"],
+        "bps_scale": meta["bps_scale"],
+        "top_features": [f["feature"] for f in meta["feature_importance"][:10]],
+    }
+    if objective == "regression":
+        np.savez(tmp_dir / STAGING / f"{task.key}.validation.npz", rows=va_idx, pred=pred)
+    write_json_atomic(tmp_dir / STAGING / f"{task.key}.entry.json", entry)
+    return entry
+
+
+def assemble_training(cfg: FoxliveConfig, run_id: str, *, activate: bool = False,
+                      activated_by: str = "foxlive train") -> TrainingResult:
+    """Turn a prepared run whose every task is fitted into a model run: calibration, manifest, rename.
+
+    Each horizon's calibration prior (:func:`fit_calibration`) is fitted on
+    its return models' validation predictions; the manifest lists the tasks in
+    :func:`training_tasks` order, so it is the same whichever order and
+    wherever they ran. The temporary directory is renamed into place only now,
+    so a run that looks valid is complete. With ``activate`` the run becomes
+    the active one.
+    """
+    tmp_dir = staging_dir(cfg, run_id)
+    ds = _load_dataset(tmp_dir)
+    data = tmp_dir / STAGING
+    tasks = training_tasks(cfg)
+    missing = [t.key for t in tasks if not (data / f"{t.key}.entry.json").is_file()]
+    if missing:
+        raise ModelError(f"training run {run_id} is missing {len(missing)} of {len(tasks)} models "
+                         f"({', '.join(missing[:5])}); fit them (fit_training_task) before assembling the run")
+    entries = [json.loads((data / f"{t.key}.entry.json").read_text()) for t in tasks]
+    T, N = ds.close.shape
+    calibration = {}
+    for h_cfg, h_bars in zip(cfg.horizons, cfg.horizon_bars()):
+        validation = {}  # family -> (validation rows, predictions, mean per-bar rank IC, bps scale)
+        for t, entry in zip(tasks, entries):
+            if t.horizon == h_cfg.name and t.kind in cfg.models.families:
+                with np.load(data / f"{t.key}.validation.npz") as z:
+                    validation[t.kind] = (z["rows"], z["pred"], entry["metrics"]["rank_ic"], entry["bps_scale"])
+        y = forward_returns(np.asarray(ds.close), h_bars).reshape(T * N)
+        calibration[h_cfg.name] = fit_calibration(cfg, h_cfg.temperature, validation, y, N)
+    times = ds.times
+    manifest = {
+        "run_id": run_id,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "config_path": cfg.source_path,
+        "market_source": cfg.market.source,
+        "bar_interval": cfg.market.bar_interval,
+        "calendar": cfg.market.calendar,
+        "horizons": [{"name": h.name, "bars": b} for h, b in zip(cfg.horizons, cfg.horizon_bars())],
+        "families": list(cfg.models.families),
+        "barrier_family": cfg.models.barrier_family,
+        "symbols": list(ds.symbols),
+        "data_window": {"start": times[0].isoformat(), "end": times[-1].isoformat(), "bars": T},
+        "validation_start": times[ds.split].isoformat(),
+        "feature_list": list(FEATURE_NAMES),
+        "package_versions": package_versions(),
+        "calibration": calibration,
+        "models": entries,
+    }
+    del ds  # its memory maps hold the staging files open
+    shutil.rmtree(data)
+    write_json_atomic(tmp_dir / "manifest.json", manifest, seal=True)
+    final_dir = cfg.models_root / run_id
+    os.replace(tmp_dir, final_dir)
+    if activate:
+        ModelStore(cfg.models_root).activate(run_id, by=activated_by, reason="new training run", cfg=cfg)
+    return TrainingResult(run_id, final_dir, manifest)
+
+
+def discard_training(cfg: FoxliveConfig, run_id: str) -> None:
+    """Remove the temporary directory of a training that will not complete."""
+    shutil.rmtree(staging_dir(cfg, run_id), ignore_errors=True)
+
+
 def train_models(
     cfg: FoxliveConfig,
     market: MarketData,
@@ -203,165 +481,29 @@ def train_models(
     activated_by: str = "foxlive train",
     progress: bool = True,
 ) -> TrainingResult:
-    """Train every (horizon, family) return model and the barrier classifiers; write one run.
+    """Train every (horizon, family) return model and the barrier classifiers in this process; write one run.
 
-    The run is written to a temporary directory and renamed into place only
-    when complete, so a crash never leaves a half-written run that looks valid.
-    With ``activate`` the new run becomes the active one (recorded in active.json).
+    :func:`prepare_training`, :func:`fit_training_task` for each of
+    :func:`training_tasks`, then :func:`assemble_training`: the steps that the
+    Dagster training job runs as separate steps, in parallel, give the same
+    run. The run is written to a temporary directory and renamed into place
+    only when complete, so a crash never leaves a half-written run that looks
+    valid. With ``activate`` the new run becomes the active one (recorded in
+    active.json).
     """
     from tqdm.auto import tqdm
 
-    symbols = tuple(symbols or cfg.symbols)
-    start, end = training_window(cfg, market, end)
-    raw = market.bars(symbols, start, end)
-    # Features fill missing bars themselves (filling twice would differ from the live path);
-    # targets and barrier labels use the filled closes.
-    feats = build_features(raw, cfg.market.max_fill_bars)
-    panel = fill_missing_bars(raw, cfg.market.max_fill_bars)
-    X_all = feats.values  # (T, N, F)
-    T, N, F = X_all.shape
-    tcfg = cfg.models.training
-    split = int(np.floor(T * (1 - tcfg.validation_fraction)))
-    vol_idx = FEATURE_NAMES.index("vol_20b")
-    valid_x = np.isfinite(X_all).all(axis=2)
-    t_grid = np.broadcast_to(np.arange(T)[:, None], (T, N))
-
-    run_id = run_id or new_run_id()
-    store = ModelStore(cfg.models_root)
-    store.root.mkdir(parents=True, exist_ok=True)
-    tmp_dir = store.root / f".tmp-{run_id}"
-    final_dir = store.root / run_id
-    if final_dir.exists():
-        raise ModelError(f"model run {run_id} already exists at {final_dir}; choose another run id")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    versions = package_versions()
-    times = panel.times
-    tasks = [(h, kind) for h in cfg.horizons for kind in (*cfg.models.families, *BARRIER_KINDS)]
-    entries = []
-    calibration = {}
-    rng = np.random.default_rng(tcfg.seed)
+    run_id = prepare_training(cfg, market, end, symbols=symbols, run_id=run_id)
     try:
-        bar = tqdm(tasks, desc="training", unit="model", disable=not progress)
-        for h_cfg, h_bars in zip(cfg.horizons, cfg.horizon_bars()):
-            y_ret = forward_returns(panel.close, h_bars)
-            width = cfg.models.barrier_width_sigmas * X_all[:, :, vol_idx] * np.sqrt(h_bars)
-            peak, valley = barrier_labels(panel.close, panel.high, panel.low, h_bars, width)
-            train_end = split - h_bars - tcfg.purge_bars  # rows t < train_end: t + h < split - purge
-            if train_end < 10 or split >= T:
-                raise DataError(
-                    f"training window {start} .. {end} has {T} bars: too short for horizon {h_cfg.name} "
-                    f"({h_bars} bars) with validation_fraction {tcfg.validation_fraction}; raise models.training.sessions"
-                )
-            is_train = (t_grid < train_end) & valid_x
-            is_val = (t_grid >= split) & valid_x
-            validation = {}  # family -> (validation rows, predictions, mean per-bar rank IC, bps scale)
-            for kind in (*cfg.models.families, *BARRIER_KINDS):
-                bar.set_postfix_str(f"{h_cfg.name}/{kind}")
-                target = {"barrier_peak": peak, "barrier_valley": valley}.get(kind, y_ret)
-                ok = np.isfinite(target)
-                tr, va = is_train & ok, is_val & ok
-                tr_idx = _subsample(np.flatnonzero(tr.ravel()), tcfg.max_rows, rng)
-                va_idx = np.flatnonzero(va.ravel())
-                if len(tr_idx) < 100 or len(va_idx) < 20:
-                    raise DataError(
-                        f"horizon {h_cfg.name}/{kind}: only {len(tr_idx)} training and {len(va_idx)} validation rows; "
-                        "raise models.training.sessions or add symbols"
-                    )
-                Xf = X_all.reshape(T * N, F)
-                yf = target.reshape(T * N)
-                family = cfg.models.barrier_family if kind in BARRIER_KINDS else kind
-                objective = "binary" if kind in BARRIER_KINDS else "regression"
-                model = families.fit(family, objective, Xf[tr_idx], yf[tr_idx], cfg, tcfg.seed)
-                pred = model.predict(np.ascontiguousarray(Xf[va_idx]))
-                if objective == "binary":
-                    metrics = {"auc": _auc(pred, yf[va_idx]), "base_rate": float(yf[va_idx].mean())}
-                else:
-                    metrics = _return_metrics(pred, yf[va_idx], va_idx // N, va_idx % N, h_bars, symbols)
-                directory = tmp_dir / h_cfg.name / kind
-                directory.mkdir(parents=True, exist_ok=True)
-                model_path = model.save(directory)
-                digest = sha256_file(model_path)
-                compiled_record = (compiled.compile_beside(model_path, digest) if cfg.models.inference == "compiled"
-                                   and family in compiled.COMPILED_FAMILIES else None)
-                importance = model.importance(list(FEATURE_NAMES))
-                meta = {
-                    "run_id": run_id,
-                    "family": family,
-                    "kind": kind,
-                    "objective": objective,
-                    "target": f"{'fwd_return' if objective == 'regression' else kind}_{h_bars}b",
-                    "horizon": h_cfg.name,
-                    "horizon_bars": h_bars,
-                    "feature_list": list(FEATURE_NAMES),
-                    "n_features": F,
-                    "bar_interval": cfg.market.bar_interval,
-                    "interval_minutes": cfg.market.interval_minutes,
-                    "calendar": cfg.market.calendar,
-                    "symbols": len(symbols),
-                    "train_window": {"start": times[0].isoformat(), "end": times[max(train_end - 1, 0)].isoformat()},
-                    "validation_window": {"start": times[split].isoformat(), "end": times[-1].isoformat()},
-                    "purge_bars": h_bars + tcfg.purge_bars,
-                    "n_train": int(len(tr_idx)),
-                    "n_validation": int(len(va_idx)),
-                    "metrics": metrics,
-                    "bps_scale": float(np.std(yf[tr_idx]) * 1e4) if objective == "regression" else None,
-                    "barrier_width_sigmas": cfg.models.barrier_width_sigmas if objective == "binary" else None,
-                    # A list: the JSON is written with sorted keys, which would put a dict in name order.
-                    "feature_importance": [{"feature": n, "importance": v}
-                                           for n, v in sorted(importance.items(), key=lambda kv: -kv[1])],
-                    "model_file": model_path.name,
-                    "sha256": digest,
-                    "compiled": compiled_record,
-                    "package_versions": versions,
-                    "created_at": datetime.now(timezone.utc).isoformat(),
-                }
-                write_json_atomic(directory / "model_meta.json", meta, seal=True)
-                entries.append(
-                    {
-                        "horizon": h_cfg.name,
-                        "kind": kind,
-                        "family": family,
-                        "path": f"{h_cfg.name}/{kind}/{model_path.name}",
-                        "sha256": digest,
-                        "compiled": compiled_record,
-                        "metrics": metrics,
-                        "n_train": meta["n_train"],
-                        "n_validation": meta["n_validation"],
-                        "bps_scale": meta["bps_scale"],
-                        "top_features": [f["feature"] for f in meta["feature_importance"][:10]],
-                    }
-                )
-                if objective == "regression":
-                    validation[kind] = (va_idx, pred, metrics["rank_ic"], meta["bps_scale"])
-                bar.update(1)
-            calibration[h_cfg.name] = fit_calibration(cfg, h_cfg.temperature, validation, y_ret.reshape(T * N), N)
+        bar = tqdm(training_tasks(cfg), desc="training", unit="model", disable=not progress)
+        for task in bar:
+            bar.set_postfix_str(f"{task.horizon}/{task.kind}")
+            fit_training_task(cfg, run_id, task)
         bar.close()
-        manifest = {
-            "run_id": run_id,
-            "created_at": datetime.now(timezone.utc).isoformat(),
-            "config_path": cfg.source_path,
-            "market_source": cfg.market.source,
-            "bar_interval": cfg.market.bar_interval,
-            "calendar": cfg.market.calendar,
-            "horizons": [{"name": h.name, "bars": b} for h, b in zip(cfg.horizons, cfg.horizon_bars())],
-            "families": list(cfg.models.families),
-            "barrier_family": cfg.models.barrier_family,
-            "symbols": list(symbols),
-            "data_window": {"start": times[0].isoformat(), "end": times[-1].isoformat(), "bars": T},
-            "validation_start": times[split].isoformat(),
-            "feature_list": list(FEATURE_NAMES),
-            "package_versions": versions,
-            "calibration": calibration,
-            "models": entries,
-        }
-        write_json_atomic(tmp_dir / "manifest.json", manifest, seal=True)
-        os.replace(tmp_dir, final_dir)
+        return assemble_training(cfg, run_id, activate=activate, activated_by=activated_by)
     except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        discard_training(cfg, run_id)
         raise
-    if activate:
-        store.activate(run_id, by=activated_by, reason="new training run", cfg=cfg)
-    return TrainingResult(run_id, final_dir, manifest)
 
 
 def fit_calibration(cfg: FoxliveConfig, temperature: float, validation: dict, y: np.ndarray, n_symbols: int) -> dict:

@@ -10,6 +10,7 @@
     foxlive explain SYMBOL [--book B] [--json]
     foxlive attribution [--book B] [--json]
     foxlive report [--book B] [--json PATH] [--plots DIR]
+    foxlive sweep --start TIME --end TIME [--variant NAME ...] [--json PATH]
     foxlive demo [--symbols N] [--sessions N]
 
 Times are ISO 8601 with a zone (``2025-03-03T15:00:00Z``); a bare date means
@@ -27,7 +28,8 @@ import time as _time
 import pandas as pd
 
 from foxlive_core.config import CONFIG_ENV_VAR, load_config
-from foxlive_core.errors import DataError, FoxliveError, StateError
+from foxlive_core.errors import ConfigError, DataError, FoxliveError, StateError
+from foxlive_core.runtime import resolve_bar
 from foxlive_core.state import HALT_MODES
 
 TRADING_STATE_MEANS = {"active": "trades freely", "reducing": "only risk-reducing orders",
@@ -56,20 +58,6 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _resolve(market, t: pd.Timestamp, end_of_day: bool) -> pd.Timestamp:
-    """A bare date becomes the first bar (start) or the close (end) of that session."""
-    if t.tzinfo is not None:
-        return t
-    sessions = market.calendar.sessions(t.tz_localize("UTC"), t.tz_localize("UTC") + pd.Timedelta(days=1))
-    match = sessions[sessions.index == t.normalize()]
-    if match.empty:
-        raise DataError(f"{t.date()} is not a trading session of calendar {market.calendar.code}")
-    if end_of_day:
-        return match["close"].iloc[0]
-    # the first bar closing after the open (on 24/7 and 24/5 the previous session closes at this open)
-    return market.calendar.bar_times(match["open"].iloc[0] + pd.Timedelta(1, "ns"), match["close"].iloc[0])[0]
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="foxlive", description="Model-driven trading cycles: train, run, replay, explain.")
     p.add_argument("--config", help=f"configuration YAML (default: ${CONFIG_ENV_VAR} or config/live_trading.yaml)")
@@ -93,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--resume", action="store_true",
                     help="continue the book after its last committed cycle instead of restarting it")
     rp.add_argument("--quiet", action="store_true")
+
+    sw = sub.add_parser("sweep", help="replay a range once per variant of the sweep file (paths.sweep) and compare")
+    sw.add_argument("--start", type=_time_arg, required=True)
+    sw.add_argument("--end", type=_time_arg, required=True)
+    sw.add_argument("--variant", action="append", default=None, help="replay only this variant (repeatable)")
+    sw.add_argument("--json", metavar="PATH", default=None, help="also write each variant's report summary as JSON")
 
     s = sub.add_parser("status", help="book value, positions, trading state, last cycle, ledger check")
     s.add_argument("--book")
@@ -165,7 +159,7 @@ def cmd_train(cfg, args) -> int:
 
     market = make_market(cfg)
     _print_repairs(market)
-    end = _resolve(market, args.end, end_of_day=True) if args.end is not None else None
+    end = resolve_bar(market, args.end, end_of_day=True) if args.end is not None else None
     result = train_models(cfg, market, end, activate=not args.no_activate, progress=not args.quiet)
     print(f"trained run {result.run_id} -> {result.run_dir}")
     print(training_text(result, cfg.models.families))
@@ -221,7 +215,7 @@ def cmd_run(cfg, args) -> int:
     state = engine.store.load(book)
     cal = engine.market.calendar
     if state.last_cycle_time is None:
-        start = _resolve(engine.market, args.start, end_of_day=False) if args.start is not None else None
+        start = resolve_bar(engine.market, args.start, end_of_day=False) if args.start is not None else None
         nxt = start if start is not None else cal.latest_bar_at_or_before(min(pd.Timestamp.now(tz="UTC"), engine.market.last_time))
     else:
         if args.start is not None:
@@ -254,8 +248,8 @@ def cmd_replay(cfg, args) -> int:
 
     engine = open_engine(cfg)
     _print_repairs(engine.market)
-    start = _resolve(engine.market, args.start, end_of_day=False)
-    end = _resolve(engine.market, args.end, end_of_day=True)
+    start = resolve_bar(engine.market, args.start, end_of_day=False)
+    end = resolve_bar(engine.market, args.end, end_of_day=True)
     book = args.book or cfg.replay_book
     try:
         summary = engine.replay(book, start, end, resume=args.resume, progress=not args.quiet)
@@ -289,6 +283,38 @@ def print_report(cfg, store, book: str, json_path=None, plots=None):
         for path in write_plots(report, plots):
             print(f"plot -> {path}")
     return report
+
+
+def cmd_sweep(cfg, args) -> int:
+    import json
+    from pathlib import Path
+
+    from foxlive_core.models.store import ModelStore
+    from foxlive_core.runtime import make_market
+    from foxlive_core.sweep import comparison, load_sweep, replay_variant, sweep_path
+
+    variants = load_sweep(cfg)
+    if not variants:
+        raise ConfigError(f"no sweep file at {sweep_path(cfg)}; write one (see config/sweep.yaml) or set paths.sweep")
+    if args.variant:
+        known = {v.name: v for v in variants}
+        unknown = [n for n in args.variant if n not in known]
+        if unknown:
+            raise ConfigError(f"sweep variant(s) {', '.join(unknown)} not in {sweep_path(cfg)}; known: {', '.join(known)}")
+        variants = tuple(known[n] for n in dict.fromkeys(args.variant))
+    market = make_market(cfg)
+    start, end = resolve_bar(market, args.start, end_of_day=False), resolve_bar(market, args.end, end_of_day=True)
+    run_id = ModelStore(cfg.models_root).active_run_id()
+    print(f"sweep of {len(variants)} variant(s) over {start} .. {end}, model run {run_id}")
+    results = {}
+    for i, variant in enumerate(variants, 1):
+        print(f"{i}/{len(variants)} {variant.name} on book {variant.book} ...", flush=True)
+        results[variant.name] = replay_variant(cfg, variant, start, end, run_id)
+    print(comparison(results).to_string(index=False, float_format=lambda x: f"{x:,.4f}"))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"run_id": run_id, "variants": results}, indent=2))
+        print(f"wrote {args.json}")
+    return 0
 
 
 def cmd_report(cfg, args) -> int:
@@ -503,6 +529,7 @@ COMMANDS = {
     "explain": cmd_explain,
     "attribution": cmd_attribution,
     "report": cmd_report,
+    "sweep": cmd_sweep,
     "demo": cmd_demo,
 }
 

@@ -70,6 +70,7 @@ class PathsConfig:
     models: str
     state: str
     symbols: str
+    sweep: str = num("sweep.yaml")
 
 
 @dataclass(frozen=True)

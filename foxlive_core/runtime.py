@@ -68,3 +68,17 @@ def demo_window(cfg: FoxliveConfig, market: MarketData, sessions: int) -> tuple[
             f"first bar {first}, but the market ends at {market.last_time}; replay fewer sessions (--sessions)"
         )
     return session_bounds(market, end, sessions)
+
+
+def resolve_bar(market: MarketData, t: pd.Timestamp, end_of_day: bool) -> pd.Timestamp:
+    """``t`` itself if it has a zone; a bare date becomes the first bar (start) or the close (end) of that session."""
+    if t.tzinfo is not None:
+        return t
+    sessions = market.calendar.sessions(t.tz_localize("UTC"), t.tz_localize("UTC") + pd.Timedelta(days=1))
+    match = sessions[sessions.index == t.normalize()]
+    if match.empty:
+        raise DataError(f"{t.date()} is not a trading session of calendar {market.calendar.code}")
+    if end_of_day:
+        return match["close"].iloc[0]
+    # the first bar closing after the open (on 24/7 and 24/5 the previous session closes at this open)
+    return market.calendar.bar_times(match["open"].iloc[0] + pd.Timedelta(1, "ns"), match["close"].iloc[0])[0]

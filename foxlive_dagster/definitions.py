@@ -16,9 +16,10 @@ from foxlive_core.config import load_config
 from foxlive_dagster.assets.cycle import build_cycle_assets
 from foxlive_dagster.assets.models import active_models, build_training_asset
 from foxlive_dagster.assets.reports import build_report_assets
+from foxlive_dagster.assets.sweep import build_sweep_assets
 from foxlive_dagster.io_managers import CycleArraysIOManager
 from foxlive_dagster.executors import scale_out_executor
-from foxlive_dagster.jobs import build_training_job, end_of_day_job, trading_cycle_job
+from foxlive_dagster.jobs import build_sweep_job, build_training_job, end_of_day_job, trading_cycle_job
 from foxlive_dagster.kill_switch import halt_book, kill_switch_spec, resume_book
 from foxlive_dagster.partitions import session_partitions
 from foxlive_dagster.resources import make_resources
@@ -54,14 +55,17 @@ def build_definitions(config_path: str = "", home: str = "", scale_out: str | No
     cfg = load_config(config_path or None, home=home or None)
     resources = make_resources(config_path, home)
     resources["cycle_io_manager"] = CycleArraysIOManager(config=resources["foxlive"])
+    scale_out_def = scale_out_executor(scale_out)
+    sweep = build_sweep_assets(cfg)
     warn_beta_once()
     with warnings.catch_warnings():
         for message in BETA_MESSAGES:
             warnings.filterwarnings("ignore", message=message, category=dg.BetaWarning)
         defs = dg.Definitions(
             assets=[build_training_asset(cfg), active_models, *build_cycle_assets(session_partitions(cfg)),
-                    *build_report_assets(cfg), kill_switch_spec],
-            jobs=[trading_cycle_job, build_training_job(scale_out_executor(scale_out)), end_of_day_job, halt_book, resume_book],
+                    *build_report_assets(cfg), *sweep, kill_switch_spec],
+            jobs=[trading_cycle_job, build_training_job(scale_out_def), end_of_day_job, halt_book, resume_book,
+                  *([build_sweep_job(scale_out_def)] if sweep else [])],
             schedules=build_schedules(cfg),
             sensors=[risk_sensor, build_failure_sensor(), stale_data_sensor],
             resources=resources,

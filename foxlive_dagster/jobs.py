@@ -1,9 +1,9 @@
-"""Jobs: a trading cycle, training, the end-of-day report; halt/resume live in kill_switch.py.
+"""Jobs: a trading cycle, training, the end-of-day report, a replay sweep; halt/resume live in kill_switch.py.
 
 The cycle and report jobs run their steps in the run's own process (``in_process_executor``, also the
 code location's default, so UI materialisations of the cycle assets run the same way): a live cycle's
-six steps take seconds of work, and a process per step cost about 10 s of start-up each. Training fans
-out, a step per model, on the deployment's scale-out executor (executors.py).
+six steps take seconds of work, and a process per step cost about 10 s of start-up each. Training and a
+replay sweep fan out, a step per model or per variant, on the deployment's scale-out executor (executors.py).
 """
 
 from __future__ import annotations
@@ -29,6 +29,17 @@ def build_training_job(executor: dg.ExecutorDefinition) -> dg.UnresolvedAssetJob
         executor_def=executor,
         description="Train every horizon's models, a step per model on the scale-out executor, and activate the "
         "new run.",
+    )
+
+
+def build_sweep_job(executor: dg.ExecutorDefinition) -> dg.UnresolvedAssetJobDefinition:
+    """``replay_sweep_job`` on ``executor``: a step per variant of the sweep file."""
+    return dg.define_asset_job(
+        "replay_sweep_job",
+        selection=dg.AssetSelection.assets("replay_sweep"),
+        executor_def=executor,
+        description="Replay one range under every variant of the sweep file (paths.sweep), a step per variant on "
+        "the scale-out executor, and compare them.",
     )
 
 

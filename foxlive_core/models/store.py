@@ -233,11 +233,15 @@ class ModelStore:
         write_json_atomic(self.root / ACTIVE_FILE, record)
         return record
 
-    def load_active(self, cfg: FoxliveConfig) -> ModelSet:
+    def active_run_id(self) -> str:
+        """The active run's id; an error saying how to make one when there is none."""
         record = self.active_run()
         if record is None:
             raise ModelError(f"no active model run under {self.root}; run `foxlive train` first (it activates the new run)")
-        return self.load(record["run_id"], cfg)
+        return record["run_id"]
+
+    def load_active(self, cfg: FoxliveConfig) -> ModelSet:
+        return self.load(self.active_run_id(), cfg)
 
     def load(self, run_id: str, cfg: FoxliveConfig) -> ModelSet:
         """Load and verify every model of ``run_id`` that ``cfg`` needs."""

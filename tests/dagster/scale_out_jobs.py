@@ -14,3 +14,7 @@ def training_job_multiprocess():
 
 def training_job_dask():
     return build_definitions(scale_out="dask").resolve_job_def("training_job")
+
+
+def replay_sweep_job_dask():
+    return build_definitions(scale_out="dask").resolve_job_def("replay_sweep_job")

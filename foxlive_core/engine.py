@@ -326,11 +326,7 @@ class TradingEngine:
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw predictions (H, Fam, C, N) and barrier probabilities (H, 2, C, N) for features X (C, N, F)."""
-        C, N, F = X.shape
-        flat = X.reshape(C * N, F)
-        pred = self.models.predict(flat).reshape(len(self.info.horizons), len(self.info.families), C, N)
-        barrier = self.models.predict_barriers(flat).reshape(len(self.info.horizons), 2, C, N)
-        return pred, barrier
+        return self.models.predict_cycles(X)
 
     def iter_inputs(self, times: pd.DatetimeIndex, panel: BarPanel, X: np.ndarray, pred: np.ndarray, barrier: np.ndarray):
         """Yield each cycle's CycleInputs from the batch pieces above."""

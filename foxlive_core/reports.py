@@ -458,6 +458,48 @@ def load_report(cfg, store, book: str, since=None, until=None) -> Report:
     )
 
 
+@dataclass(frozen=True)
+class BookSnapshot:
+    """A book after its last committed cycle, marked as that cycle marked it.
+
+    ``value`` is cash plus the positions at their marks (each symbol's quote mid at the cycle, else the
+    engine's mark: the last close, else the average price), which is the cycle's committed
+    ``portfolio_value``; ``gross``/``net``/``max_weight`` are fractions of it. ``positions`` has a row
+    per held symbol: symbol, quantity, avg_price, mark, market_value, weight.
+    """
+
+    book: str
+    as_of: pd.Timestamp
+    cash: float
+    value: float
+    gross: float
+    net: float
+    max_weight: float
+    positions: pd.DataFrame
+
+
+def book_snapshot(store, book: str) -> BookSnapshot:
+    """``book``'s :class:`BookSnapshot` from the state store (its holdings and its last cycle's decisions)."""
+    if not store.exists(book) or store.load(book).last_cycle_time is None:
+        raise StateError(f"book {book!r} has no committed cycle in {store.path}; run or replay a cycle first")
+    state = store.load(book)
+    t = state.last_cycle_time
+    decisions = store.decisions(book, t)
+    universe = tuple(decisions["symbol"])
+    # A held symbol outside the cycle's universe is valued at its average price (Holdings.marked).
+    marked = state.holdings.marked(universe, decisions["price"].to_numpy(dtype=np.float64))
+    held = np.flatnonzero(marked.quantity != 0)
+    mv = marked.quantity[held] * marked.mark[held]
+    weight = mv / marked.value if marked.value > 0 else np.zeros_like(mv)
+    positions = pd.DataFrame({
+        "symbol": [universe[i] for i in held], "quantity": marked.quantity[held].astype(np.int64),
+        "avg_price": [state.positions[universe[i]][1] for i in held], "mark": marked.mark[held],
+        "market_value": mv, "weight": weight})
+    return BookSnapshot(book=book, as_of=t, cash=state.cash, value=marked.value, gross=float(np.abs(weight).sum()),
+                        net=float(weight.sum()), max_weight=float(np.abs(weight).max()) if len(weight) else 0.0,
+                        positions=positions)
+
+
 # ---------------------------------------------------------------------- output
 
 

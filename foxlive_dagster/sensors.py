@@ -16,6 +16,7 @@ import dagster as dg
 import pandas as pd
 
 from foxlive_core.calendar import calendar_for
+from foxlive_core.pipeline.risk_checks import limit_breach
 from foxlive_dagster.kill_switch import BOOK_TAG, cancel_book_runs, halt_book, halt_run_request, run_binding
 from foxlive_dagster.resources import FoxliveConfigResource, MarketDataResource, StateStoreResource
 
@@ -68,10 +69,10 @@ def risk_sensor(context: dg.SensorEvaluationContext, foxlive: FoxliveConfigResou
     last = store.last_cycle(book)
     breach = ""
     if last is not None and not halted:
-        if last["daily_return"] < -cfg.risk.daily_loss_limit:
-            breach = f"daily_loss_limit: daily return {last['daily_return']:.2%} beyond -{cfg.risk.daily_loss_limit:.2%}"
-        elif last["drawdown"] > cfg.risk.drawdown_limit:
-            breach = f"drawdown_limit: drawdown {last['drawdown']:.2%} beyond {cfg.risk.drawdown_limit:.2%}"
+        # The engine's own rule and wording (foxlive_core.pipeline.risk_checks), on the cycle it committed.
+        reason, detail = limit_breach(last["daily_return"], last["drawdown"], cfg.risk.daily_loss_limit,
+                                      cfg.risk.drawdown_limit)
+        breach = f"{reason}: {detail}" if reason else ""
         resumed = _last_event_time(store, book, "resume")
         if breach and resumed is not None and pd.Timestamp(last["committed_at"]) <= pd.Timestamp(resumed):
             # An operator resumed the book after this cycle: its breach was reviewed. The next cycle is

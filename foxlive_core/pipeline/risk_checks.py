@@ -180,21 +180,34 @@ def portfolio_risk(
     pnl = pv - sod
     ret = pnl / sod
     drawdown = max(0.0, 1.0 - pv / hwm)
-    loss_breach = ret < -daily_loss_limit
-    dd_breach = drawdown > drawdown_limit
-    details = []
-    if loss_breach:
-        details.append(f"daily loss {ret:.2%} beyond limit {-daily_loss_limit:.2%}")
-    if dd_breach:
-        details.append(f"drawdown {drawdown:.2%} beyond limit {drawdown_limit:.2%}")
-    reason = "daily_loss_limit" if loss_breach else "drawdown_limit" if dd_breach else ""
+    reason, detail = limit_breach(ret, drawdown, daily_loss_limit, drawdown_limit)
     return PortfolioRisk(
         daily_pnl=pnl,
         daily_return=ret,
         drawdown=drawdown,
         gross_exposure=float(gross_exposure) / pv if pv else float("nan"),
         net_exposure=float(net_exposure) / pv if pv else float("nan"),
-        breach=bool(loss_breach or dd_breach),
+        breach=bool(reason),
         reason=reason,
-        detail="; ".join(details),
+        detail=detail,
     )
+
+
+def limit_breach(daily_return: float, drawdown: float, daily_loss_limit: float = 0.02,
+                 drawdown_limit: float = 0.10) -> tuple[str, str]:
+    """Which kill-switch limit a book's daily return and drawdown (fractions) break, and by how much.
+
+    Returns (reason, detail): reason ``daily_loss_limit`` when ``daily_return < -daily_loss_limit``, else
+    ``drawdown_limit`` when ``drawdown > drawdown_limit``, else ''; detail names every breach with its
+    value and limit ('' within limits). The engine's halt reason and the risk sensor's are
+    ``f"{reason}: {detail}"``.
+    """
+    loss_breach = daily_return < -daily_loss_limit
+    dd_breach = drawdown > drawdown_limit
+    details = []
+    if loss_breach:
+        details.append(f"daily loss {daily_return:.2%} beyond limit {-daily_loss_limit:.2%}")
+    if dd_breach:
+        details.append(f"drawdown {drawdown:.2%} beyond limit {drawdown_limit:.2%}")
+    reason = "daily_loss_limit" if loss_breach else "drawdown_limit" if dd_breach else ""
+    return reason, "; ".join(details)

@@ -29,6 +29,7 @@ from foxlive_core.engine import cycle_features, load_cycle_bars
 from foxlive_core.errors import DataError, StateError
 from foxlive_core.explain import render, trace_row
 from foxlive_core.features import FEATURE_NAMES
+from foxlive_core.reports import book_snapshot
 from foxlive_dagster import checks
 from foxlive_dagster.kill_switch import bind_run, is_replay, tag_bar
 from foxlive_dagster.metadata import equity_curve, table
@@ -210,10 +211,8 @@ def build_cycle_assets(partitions_def: dg.PartitionsDefinition) -> list:
         """Raw predictions of every (horizon, family) model and the barrier probabilities, per cycle and symbol."""
         model_set = models.active()
         X = features["values"]
-        C, N, F = X.shape
-        flat = X.reshape(C * N, F)
-        pred = model_set.predict(flat).reshape(len(model_set.horizons), len(model_set.families), C, N)
-        barrier = model_set.predict_barriers(flat).reshape(len(model_set.horizons), 2, C, N)
+        C, N, _ = X.shape
+        pred, barrier = model_set.predict_cycles(X)
         rows = [
             {"horizon": h, "family": fam, "mean_bps": float(np.nanmean(pred[i, j, -1]) * 1e4),
              "std_bps": float(np.nanstd(pred[i, j, -1]) * 1e4), "nan": int(np.isnan(pred[i, j, -1]).sum())}
@@ -315,42 +314,27 @@ def build_cycle_assets(partitions_def: dg.PartitionsDefinition) -> list:
 
     @dg.asset(check_specs=checks.SNAPSHOT_CHECKS, **common)
     def portfolio_snapshot(context: dg.AssetExecutionContext, trading_cycle: dict, foxlive: FoxliveConfigResource,
-                           market: MarketDataResource, state: StateStoreResource):
-        """The book after the range's last cycle: cash, positions marked at mid (foxlive_core.portfolio), exposures."""
+                           state: StateStoreResource):
+        """The book after the range's last cycle: cash, positions marked as the cycle marked them, exposures
+        (foxlive_core.reports.book_snapshot)."""
         cfg = foxlive.get()
-        book = trading_cycle["book"]
-        store = state.get()
-        st = store.load(book)
-        t = pd.Timestamp(trading_cycle["cycle_times"][-1]).tz_localize("UTC")
-        symbols = sorted(st.positions)
-        frame = pd.DataFrame(columns=["symbol", "quantity", "avg_price", "mark", "market_value", "weight"])
-        value = st.cash
-        if symbols:
-            marked = st.holdings.marked(symbols, market.get().quotes(symbols, t).mid)
-            mv = marked.quantity * marked.mark
-            value = marked.value
-            frame = pd.DataFrame({"symbol": symbols, "quantity": marked.quantity.astype(int),
-                                  "avg_price": [st.positions[s][1] for s in symbols], "mark": marked.mark,
-                                  "market_value": mv, "weight": mv / value})
-        gross = float(frame["weight"].abs().sum()) if len(frame) else 0.0
-        net = float(frame["weight"].sum()) if len(frame) else 0.0
-        max_w = float(frame["weight"].abs().max()) if len(frame) else 0.0
+        snap = book_snapshot(state.get(), trading_cycle["book"])
         yield dg.Output(
-            {"book": book, "cycle_time": str(t), "portfolio_value": value, "cash": st.cash, "gross": gross, "net": net,
-             "max_weight": max_w, "positions": len(frame)},
+            {"book": snap.book, "cycle_time": str(snap.as_of), "portfolio_value": snap.value, "cash": snap.cash,
+             "gross": snap.gross, "net": snap.net, "max_weight": snap.max_weight, "positions": len(snap.positions)},
             metadata={
-                "book": book,
-                "as_of": str(t),
-                "portfolio_value": value,
-                "cash": st.cash,
-                "gross_exposure": gross,
-                "net_exposure": net,
-                "positions": len(frame),
-                "largest_position_weight": max_w,
-                "positions_table": table(frame.sort_values("market_value", key=np.abs, ascending=False)),
+                "book": snap.book,
+                "as_of": str(snap.as_of),
+                "portfolio_value": snap.value,
+                "cash": snap.cash,
+                "gross_exposure": snap.gross,
+                "net_exposure": snap.net,
+                "positions": len(snap.positions),
+                "largest_position_weight": snap.max_weight,
+                "positions_table": table(snap.positions.sort_values("market_value", key=np.abs, ascending=False)),
             },
         )
-        yield from checks.snapshot_checks(gross, max_w, cfg)
+        yield from checks.snapshot_checks(snap.gross, snap.max_weight, cfg)
 
     @dg.asset(check_specs=checks.RISK_CHECKS, **common)
     def risk_report(context: dg.AssetExecutionContext, portfolio_snapshot: dict, foxlive: FoxliveConfigResource,

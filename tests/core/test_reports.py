@@ -17,6 +17,7 @@ from foxlive_core.errors import StateError
 from foxlive_core.reports import (
     IMPACT_NOTE,
     bars_per_year,
+    book_snapshot,
     build_report,
     drawdown,
     fill_costs,
@@ -243,3 +244,59 @@ def test_a_book_without_cycles_is_a_clear_error():
     with pytest.raises(StateError, match="no cycles to report"):
         build_report(_cycles([])[:0], NO_ORDERS, NO_DECISIONS, starting_value=1.0, bar_interval="5m",
                      periods_per_year=PERIODS, horizons=HORIZONS, book="empty")
+
+
+class _QuoteGoesMissing:
+    """The small run's market, with ``symbol``'s quote NaN at and after ``after`` (both set by the test)."""
+
+    def __init__(self, market):
+        self._m, self.symbol, self.after = market, None, None
+
+    def __getattr__(self, name):
+        return getattr(self._m, name)
+
+    def quotes(self, symbols, at):
+        from foxlive_core.data.types import QuoteSnapshot
+
+        q = self._m.quotes(symbols, at)
+        if self.symbol is None or pd.Timestamp(at) < self.after:
+            return q
+        bid, ask = q.bid.copy(), q.ask.copy()
+        bid[list(symbols).index(self.symbol)] = ask[list(symbols).index(self.symbol)] = np.nan
+        return QuoteSnapshot(q.symbols, bid, ask, q.bid_size, q.ask_size, q.time)
+
+
+def test_the_snapshot_marks_the_book_as_its_cycle_did(engine_home, small_run):
+    """A held symbol without a quote is marked at its last close, as the engine marked it, not at its
+    average price: the snapshot's value is the cycle's committed value."""
+    from tests.conftest import ACTIVE
+
+    market = _QuoteGoesMissing(small_run[1])
+    engine = engine_home(ACTIVE, market_override=market)
+    times = engine.cycle_times(pd.Timestamp("2025-05-01T13:30Z"), pd.Timestamp("2025-05-01T20:00Z"))
+    book = "snap"
+    for i, t in enumerate(times[:-1]):
+        engine.run_cycle(book, t)
+        if engine.store.load(book).positions:
+            break
+    state = engine.store.load(book)
+    symbol = sorted(state.positions)[0]
+    market.symbol, market.after = symbol, times[i + 1]
+    engine.run_cycle(book, times[i + 1])
+
+    snap = book_snapshot(engine.store, book)
+    state = engine.store.load(book)
+    assert snap.as_of == times[i + 1] and snap.value == engine.store.last_cycle(book)["portfolio_value"]
+    # By hand: cash + each position at its mid, the symbol without a quote at the bar's close.
+    symbols = list(engine.symbols)
+    mids = small_run[1].quotes(symbols, times[i + 1]).mid
+    close = small_run[1].bars([symbol], times[i + 1] - pd.Timedelta(minutes=30), times[i + 1]).close[-1, 0]
+    marks = {s: (close if s == symbol else mids[symbols.index(s)]) for s in state.positions}
+    expected = state.cash + sum(q * marks[s] for s, (q, _) in state.positions.items())
+    assert snap.value == pytest.approx(expected, rel=1e-12)
+    row = snap.positions.set_index("symbol").loc[symbol]
+    assert row["mark"] == close != state.positions[symbol][1]
+    assert list(snap.positions["symbol"]) == sorted(state.positions, key=symbols.index)
+    assert snap.gross == pytest.approx(sum(abs(q * marks[s]) for s, (q, _) in state.positions.items()) / expected)
+    with pytest.raises(StateError, match="no committed cycle"):
+        book_snapshot(engine.store, "nobook")

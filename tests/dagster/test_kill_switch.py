@@ -92,7 +92,8 @@ def test_risk_breach_halts_cancels_records_and_only_resume_clears_it(env, instan
     tripped = evaluate(env, instance, "risk_sensor")
     assert isinstance(tripped, dg.SensorResult) and len(tripped.run_requests) == 1
     halted, reason = store.halt_status(book)
-    assert halted and reason.startswith("daily_loss_limit")
+    # The engine's wording (foxlive_core.pipeline.risk_checks.limit_breach): a -3 % day against the 2 % limit.
+    assert halted and reason == "daily_loss_limit: daily loss -3.00% beyond limit -2.00%"
     events = store.events(book)
     assert list(events["kind"]) == ["halt"] and events["actor"].iloc[-1] == "risk_sensor"
     assert status_of(instance, queued) == dg.DagsterRunStatus.CANCELED
@@ -149,7 +150,7 @@ def test_risk_breach_halts_cancels_records_and_only_resume_clears_it(env, instan
     after = evaluate(env, instance, "risk_sensor", cursor=tripped.cursor)
     assert isinstance(after, dg.SensorResult) and not after.run_requests
     assert store.halt_status(book)[0] is False
-    assert after.skip_reason.skip_message.startswith(f"book {book!r}: daily_loss_limit: daily return -")
+    assert after.skip_reason.skip_message.startswith(f"book {book!r}: {reason} at its last cycle")
     assert "reviewed by the resume" in after.skip_reason.skip_message
     write_cycle(store, book, T1 + pd.Timedelta(minutes=15), drawdown=env.cfg.risk.drawdown_limit + 0.05)
     second = evaluate(env, instance, "risk_sensor", cursor=after.cursor)

@@ -44,7 +44,7 @@ from foxlive_core.pipeline.risk_checks import portfolio_risk
 from foxlive_core.portfolio import Holdings, LedgerEntry, fill_entry
 from foxlive_core.reconcile import reconcile, recover
 from foxlive_core.state import (
-    ACTIVE, HALTED, REDUCING, TRADING_STATES, BookState, CycleRecord, Intent, StateStore, lock_owner,
+    ACTIVE, HALTED, LOCK_TTL_S, REDUCING, TRADING_STATES, BookState, CycleRecord, Intent, StateStore, lock_owner,
 )
 
 VOL_FEATURE = "vol_20b"
@@ -272,6 +272,8 @@ class TradingEngine:
     broker trades the live book.
     """
 
+    lock_ttl_s = LOCK_TTL_S  # the book lock's lifetime; every commit renews it (StateStore.commit_cycles)
+
     def __init__(self, cfg: FoxliveConfig, market: MarketData, models: ModelSet, store: StateStore, symbols=None,
                  broker_factory=None) -> None:
         self.cfg = cfg
@@ -415,7 +417,7 @@ class TradingEngine:
         t = to_utc(time)
         self.ensure_book(book)
         broker = self.broker(book)
-        with self.store.locked(book, owner=lock_owner(t.isoformat())):
+        with self.store.locked(book, owner=lock_owner(t.isoformat()), ttl_seconds=self.lock_ttl_s) as owner:
             recover(self.store, book, broker)
             if self.store.cycle_done(book, t):
                 raise StateError(f"book {book!r}: the cycle at {t} has already run; cycles are applied once")
@@ -447,7 +449,7 @@ class TradingEngine:
             table = CycleTableWriter(self.symbols, self.info.horizons, self.info.families, self.cfg.engine.trace)
             table.add(t, result.model_run_id, result.decision, result.decision.trace)
             result.trading_state, result.halt_reason = self.store.commit_cycles(state, [record], table.to_parquet(book),
-                                                                                events)
+                                                                                events, lock=(owner, self.lock_ttl_s))
             result.timings_ms["commit_ms"] = (_time.perf_counter() - t0) * 1e3
             return result
 
@@ -725,7 +727,7 @@ class TradingEngine:
 
             inputs = tqdm(inputs, total=total, desc=f"replay {book}", unit="cycle")
         started = _time.perf_counter()
-        with self.store.locked(book):
+        with self.store.locked(book, ttl_seconds=self.lock_ttl_s) as owner:
             # Reset under the lock: a second replay of this book is refused before it touches the first's book.
             resumed = resume and self.store.exists(book) and self.store.load(book).last_cycle_time is not None
             if not resumed:
@@ -744,7 +746,7 @@ class TradingEngine:
                     if state.last_cycle_time is not None and inp.time <= state.last_cycle_time:
                         continue
                     if chunk.sessions_before(inp.session) >= commit_sessions:
-                        self._commit_chunk(book, state, chunk, attribution, summary)
+                        self._commit_chunk(book, state, chunk, attribution, summary, owner)
                     venue.post(inp.quotes)  # the simulated venue fills the cycle's orders at the quotes it decided on
                     result, record, events = self._step(book, state, inp, broker)
                     chunk.add(inp.session, result, record, events)
@@ -753,7 +755,7 @@ class TradingEngine:
                     if on_cycle is not None:
                         on_cycle(result)
                 if len(chunk):
-                    self._commit_chunk(book, state, chunk, attribution, summary)
+                    self._commit_chunk(book, state, chunk, attribution, summary, owner)
             finally:
                 broker.close()
             self.store.save_attribution(book, attribution.report())
@@ -761,9 +763,9 @@ class TradingEngine:
         return summary
 
     def _commit_chunk(self, book: str, state: BookState, chunk: _Chunk, attribution: SignalAttribution,
-                      summary: ReplaySummary) -> None:
+                      summary: ReplaySummary, owner: str) -> None:
         trading, reason = self.store.commit_cycles(state, chunk.records, chunk.table.to_parquet(book), chunk.events,
-                                                   attribution.snapshot())
+                                                   attribution.snapshot(), lock=(owner, self.lock_ttl_s))
         # A halt set from outside (an operator, a sensor) binds the rest of the replay as it binds a live book.
         state.trading_state, state.halt_reason = trading, reason
         summary.trading_state, summary.halt_reason = trading, reason

@@ -441,6 +441,9 @@ class CycleRecord:
 #: A chunk's Parquet table larger than this goes to a file beside the database instead of a blob in it
 #: (SQLite writes a blob twice, WAL then database; a session of 500 symbols is ~30 MB).
 INLINE_COLUMNS_BYTES = 1 << 20
+# A book lock's lifetime, renewed by every commit of its holder (commit_cycles' ``lock``): it bounds how long
+# a crashed process of another host blocks the book, never how long a live run may hold it.
+LOCK_TTL_S = 600.0
 
 
 class StateStore:
@@ -533,7 +536,8 @@ class StateStore:
         )
 
     def commit_cycles(self, state: BookState, records: list[CycleRecord], columns: bytes,
-                      events: list[tuple[str, str, str, dict]] = (), attribution_state: bytes | None = None) -> tuple[bool, str]:
+                      events: list[tuple[str, str, str, dict]] = (), attribution_state: bytes | None = None,
+                      lock: tuple[str, float] | None = None) -> tuple[bool, str]:
         """Write completed cycles and the book's state after the last of them in one transaction.
 
         ``records`` are the cycles in time order (their ``ledger`` entries are
@@ -543,7 +547,11 @@ class StateStore:
         it). Returns the stored (trading state, halt reason).
 
         Refuses (StateError) a cycle already committed for this book, so a
-        cycle can never be applied twice. The trading state is not taken from
+        cycle can never be applied twice. With ``lock`` (owner, ttl seconds)
+        the commit happens only if ``owner`` still holds the book's lock, and
+        renews it for ``ttl`` seconds, in the same transaction: a process whose
+        expired lock was taken over writes nothing more, and one that commits
+        keeps its lock however long it runs. The trading state is not taken from
         ``state``: a ``halt`` event in ``events`` (the engine's kill switch)
         makes an active book ``reducing``; otherwise the stored state is kept
         as it is (set or resumed by an operator while the cycles ran).
@@ -556,6 +564,8 @@ class StateStore:
         inline = len(columns) <= INLINE_COLUMNS_BYTES
         relpath = None if inline else self._write_columns(state.book, times[0], columns)
         with self.transaction() as c:
+            if lock is not None:
+                self._renew_lock(c, state.book, *lock)
             done = c.execute(
                 "SELECT cycle_time FROM cycles WHERE book=? AND cycle_time BETWEEN ? AND ? LIMIT 1",
                 (state.book, times[0], times[-1]),
@@ -823,7 +833,7 @@ class StateStore:
 
     # ------------------------------------------------------------------ locks
 
-    def acquire_lock(self, book: str, owner: str, ttl_seconds: float = 600.0) -> None:
+    def acquire_lock(self, book: str, owner: str, ttl_seconds: float = LOCK_TTL_S) -> None:
         """Take the book's cycle lock or raise StateError naming its holder.
 
         ``owner`` is ``host:pid:token``. A lock whose owner process is gone
@@ -853,6 +863,17 @@ class StateStore:
                 (book, owner, now.isoformat(), expires.isoformat()),
             )
 
+    @staticmethod
+    def _renew_lock(c, book: str, owner: str, ttl_seconds: float) -> None:
+        row = c.execute("SELECT owner FROM book_locks WHERE book=?", (book,)).fetchone()
+        if row is None or row[0] != owner:
+            raise StateError(
+                f"book {book!r}: {owner} no longer holds the book's lock (held by {row[0] if row else 'nobody'}): it "
+                "expired and was taken over, so nothing more is written; check the book, then run again (a replay: "
+                "--resume continues after its last commit)")
+        c.execute("UPDATE book_locks SET expires_at=? WHERE book=? AND owner=?",
+                  ((utcnow() + pd.Timedelta(seconds=ttl_seconds)).isoformat(), book, owner))
+
     def release_lock(self, book: str, owner: str) -> None:
         with self._lock_transaction() as c:
             c.execute("DELETE FROM book_locks WHERE book=? AND owner=?", (book, owner))
@@ -869,7 +890,7 @@ class StateStore:
             self._conn.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
-    def locked(self, book: str, owner: str | None = None, ttl_seconds: float = 600.0):
+    def locked(self, book: str, owner: str | None = None, ttl_seconds: float = LOCK_TTL_S):
         """Hold the book's lock for the block; the default owner is unique to this acquisition."""
         owner = owner or lock_owner(uuid.uuid4().hex[:12])
         self.acquire_lock(book, owner, ttl_seconds)

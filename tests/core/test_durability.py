@@ -168,6 +168,38 @@ def test_two_replays_of_one_book_in_one_process_do_not_share_a_lock(engine_home)
                 pass
 
 
+def test_a_replay_renews_its_lock_at_every_commit_and_stops_once_it_lost_it(engine_home):
+    """A replay longer than the lock's lifetime keeps its lock (each session's commit renews it); one that
+    let it expire and lost it to another host writes nothing more."""
+    engine = engine_home()
+    engine.lock_ttl_s = 1.0
+    times = bar_times(engine, DAY1, 234)  # three sessions of 78 bars
+    other = StateStore(engine.cfg.state_path)
+    seen = {}
+    began = time.monotonic()
+
+    def on_cycle(result):
+        i = times.get_loc(result.time)
+        if i < 78:
+            time.sleep(1.2 / 78)  # the first session takes longer than the lock's lifetime
+        elif i == 78:  # the first session was committed just before this cycle
+            seen["held_for"] = time.monotonic() - began
+            with pytest.raises(StateError, match="book 'long' is locked by"):
+                other.acquire_lock("long", "otherhost:1:intruder")
+        elif i == 100:
+            time.sleep(1.1)  # no commit for longer than the lifetime: the lock expires, another host takes it
+            other.acquire_lock("long", "otherhost:1:intruder")
+
+    with pytest.raises(StateError, match="no longer holds the book's lock \\(held by otherhost:1:intruder\\)"):
+        engine.replay("long", times[0], times[-1], on_cycle=on_cycle)
+    assert seen["held_for"] > engine.lock_ttl_s
+    # The first session is the book; nothing of the second was written after the takeover.
+    assert engine.store.load("long").last_cycle_time == times[77]
+    assert list(engine.store.cycles("long")["cycle_time"]) == list(times[:78])
+    takeover = engine.store.events("long")
+    assert list(takeover["reason"][takeover["kind"] == "lock_takeover"]) == ["the lock expired"]
+
+
 # ------------------------------------------------------------------ resets happen under the lock
 
 

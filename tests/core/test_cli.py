@@ -15,6 +15,7 @@ import pytest
 
 from foxlive_core.cli import main
 from foxlive_core.config import HOME_ENV_VAR
+from foxlive_core.sqlite import open_sqlite
 from tests.conftest import SMALL_TRAINING, write_config
 
 
@@ -108,10 +109,20 @@ def test_ctrl_c_stops_a_replay_at_a_commit_and_resume_finishes_it(cli_env, tmp_p
                               "--book", "cut", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              env={**os.environ, HOME_ENV_VAR: home})
     store = StateStore(os.path.join(home, "state.sqlite"))
+    # Ctrl-C once the first session is committed, while the store's write lock is held here: the child
+    # cannot commit (or finish) anything more before the signal, however fast it runs or slow this poll is.
+    watcher = open_sqlite(os.path.join(home, "state.sqlite"))
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (store.exists("cut") and store.load("cut").cycle_count >= 78):
+    while time.monotonic() < deadline and child.poll() is None:
+        watcher.execute("BEGIN IMMEDIATE")
+        if watcher.execute("SELECT COUNT(*) FROM cycles WHERE book='cut'").fetchone()[0] >= 78:
+            child.send_signal(signal.SIGINT)
+            time.sleep(0.5)  # the child takes the signal while it waits for the lock
+            watcher.execute("ROLLBACK")
+            break
+        watcher.execute("ROLLBACK")
         time.sleep(0.02)
-    child.send_signal(signal.SIGINT)  # Ctrl-C, after the first session's commit
+    watcher.close()
     out, err = child.communicate(timeout=120)
     assert child.returncode == 130, err.decode()[-2000:]
     assert "interrupted: book cut is stored after its cycle at" in out.decode() and "--resume" in out.decode()

@@ -63,6 +63,7 @@ LIBRARY_FILE = "model" + LIBRARY_SUFFIX
 
 log = logging.getLogger(__name__)
 _reported: set[str] = set()
+_BUILD_LOCK = threading.Lock()
 
 
 def _report_once(kind: str, reason: str) -> None:
@@ -138,7 +139,9 @@ def compile_beside(model_path: Path, source_sha256: str) -> dict | None:
     directory = model_path.parent
     target = directory / LIBRARY_FILE
     try:
-        with tempfile.TemporaryDirectory(prefix=".build-", dir=directory) as build:
+        # One build at a time: redirect_stdout swaps the process's sys.stdout (two threads' swaps would
+        # interleave and lose it), and create_shared already compiles on every core.
+        with _BUILD_LOCK, tempfile.TemporaryDirectory(prefix=".build-", dir=directory) as build:
             # tl2cgen prints its progress through Python's print; the build's output is not the user's.
             with contextlib.redirect_stdout(io.StringIO()):
                 forest = treelite.frontend.load_lightgbm_model(str(model_path))

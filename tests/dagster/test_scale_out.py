@@ -72,7 +72,8 @@ def home(tmp_path_factory):
     path = write_config(base / "cfg", FAN_OUT, symbols=list(symbols))
     (path.parent / "sweep.yaml").write_text(yaml.safe_dump({"variants": SWEEP}))
     cfg = load_config(path, home=base / "home")
-    reference = train_models(cfg, make_market(cfg), pd.Timestamp(SMALL_TRAIN_END), progress=False)
+    # Two models fitted at once, on threads: the reference every other way of training must equal.
+    reference = train_models(cfg, make_market(cfg), pd.Timestamp(SMALL_TRAIN_END), progress=False, workers=2)
     return cfg, reference
 
 
@@ -125,6 +126,13 @@ def _assert_same_run(cfg, reference, run_id):
     for name in theirs:
         assert ours[name] == theirs[name], name
     assert not staging_dir(cfg, run_id).exists() and not (cfg.models_root / run_id / STAGING).exists()
+
+
+def test_training_one_model_at_a_time_gives_the_run_of_two_at_once(home):
+    cfg, reference = home
+    serial = train_models(cfg, make_market(cfg), pd.Timestamp(SMALL_TRAIN_END), progress=False, activate=False,
+                          workers=1)
+    _assert_same_run(cfg, reference, serial.run_id)
 
 
 def test_training_fans_out_on_the_multiprocess_executor(home, location_env):

@@ -18,3 +18,7 @@ def training_job_dask():
 
 def replay_sweep_job_dask():
     return build_definitions(scale_out="dask").resolve_job_def("replay_sweep_job")
+
+
+def training_job_in_process():
+    return build_definitions(scale_out="in_process").resolve_job_def("training_job")

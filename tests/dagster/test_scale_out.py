@@ -150,6 +150,40 @@ def test_training_fans_out_on_a_dask_cluster(home, dask_cluster, location_env):
     _assert_same_run(cfg, reference, run_id)
 
 
+def test_a_failed_fit_is_re_executed_from_failure_into_the_same_run(home, location_env, monkeypatch):
+    """A fit step that fails (a worker lost, say) leaves the prepared data and the other models in place, so
+    Dagster's re-execution from failure fits only what failed and assembles the run train_models gives."""
+    from foxlive_dagster.assets import models as model_assets
+
+    cfg, reference = home
+    lost = training_tasks(cfg)[3]
+    fit = model_assets.fit_training_task
+
+    def fit_or_lose(cfg_, run_id, task):
+        if task.key == lost.key:
+            raise OSError(f"worker lost while fitting {task.key}")
+        return fit(cfg_, run_id, task)
+
+    job = dg.reconstructable(scale_out_jobs.training_job_in_process)
+    config = {"ops": {"trained_models": {"config": {"end": SMALL_TRAIN_END}}}}
+    with dg.instance_for_test() as instance:
+        monkeypatch.setattr(model_assets, "fit_training_task", fit_or_lose)
+        with dg.execute_job(job, instance=instance, run_config=config, raise_on_error=False) as failed:
+            assert not failed.success
+            failures = {ev.step_key for ev in failed.all_events if ev.event_type_value == "STEP_FAILURE"}
+            assert failures == {f"trained_models.fit_{lost.key}"}
+            run_id = failed.output_for_node("trained_models.prepare_training_data")
+        data = staging_dir(cfg, run_id) / STAGING
+        assert len(list(data.glob("*.entry.json"))) == len(training_tasks(cfg)) - 1
+        monkeypatch.setattr(model_assets, "fit_training_task", fit)
+        with dg.execute_job(job, instance=instance, reexecution_options=dg.ReexecutionOptions.from_failure(
+                failed.run_id, instance)) as again:
+            assert again.success
+            ran = {ev.step_key for ev in again.all_events if ev.event_type_value == "STEP_SUCCESS"}
+            assert ran == {f"trained_models.fit_{lost.key}", "trained_models.assemble_training_run", "active_models"}
+    _assert_same_run(cfg, reference, run_id)
+
+
 def test_replay_sweep_runs_its_variants_in_parallel_on_a_dask_cluster(home, dask_cluster, location_env):
     cfg, _ = home
     address, workers = dask_cluster

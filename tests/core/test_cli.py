@@ -107,7 +107,9 @@ def test_ctrl_c_stops_a_replay_at_a_commit_and_resume_finishes_it(cli_env, tmp_p
     assert cli_env("replay", *span, "--book", "whole", "--quiet") == 0
     child = subprocess.Popen([sys.executable, "-m", "foxlive_core.cli", "--config", config, "replay", *span,
                               "--book", "cut", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env={**os.environ, HOME_ENV_VAR: home})
+                             env={**os.environ, HOME_ENV_VAR: home},
+                             # A process that ignores SIGINT (a shell's background job, as CI may start the suite) hands that on.
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     store = StateStore(os.path.join(home, "state.sqlite"))
     # Ctrl-C once the first session is committed, while the store's write lock is held here: the child
     # cannot commit (or finish) anything more before the signal, however fast it runs or slow this poll is.

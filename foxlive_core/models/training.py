@@ -436,7 +436,7 @@ def assemble_training(cfg: FoxliveConfig, run_id: str, *, activate: bool = False
                 with np.load(data / f"{t.key}.validation.npz") as z:
                     validation[t.kind] = (z["rows"], z["pred"], entry["metrics"]["rank_ic"], entry["bps_scale"])
         y = forward_returns(np.asarray(ds.close), h_bars).reshape(T * N)
-        calibration[h_cfg.name] = fit_calibration(cfg, h_cfg.temperature, validation, y, N)
+        calibration[h_cfg.name] = fit_calibration(cfg, h_cfg.temperature, validation, y, N, h_bars)
     times = ds.times
     manifest = {
         "run_id": run_id,
@@ -525,7 +525,8 @@ def train_models(
         raise
 
 
-def fit_calibration(cfg: FoxliveConfig, temperature: float, validation: dict, y: np.ndarray, n_symbols: int) -> dict:
+def fit_calibration(cfg: FoxliveConfig, temperature: float, validation: dict, y: np.ndarray, n_symbols: int,
+                    horizon_bars: int) -> dict:
     """The prior slope kappa0 of one horizon (foxlive_core.pipeline.calibration), fitted on the validation rows.
 
     The pipeline's alpha is rebuilt on those rows as a cycle would make it, with
@@ -535,13 +536,25 @@ def fit_calibration(cfg: FoxliveConfig, temperature: float, validation: dict, y:
     max(rank IC, floor) x the stability warm-up (freshness and capacity 1),
     blend weights from mu = max(IC - cost_share / 2, 0.01) with the identity
     correlation and the horizon's temperature, times the family's bps scale.
-    kappa0 is the OLS slope through the origin of the realised move (bps; less
+    b is the OLS slope through the origin of the realised move (bps; less
     its mean across symbols at each bar when the scores are cross-sectional,
-    as the cycle's calibration takes it) on that alpha.
+    as the cycle's calibration takes it) on that alpha. Its standard error is
+    Newey-West over the bars: the per-bar scores g_t = sum_i x_ti e_ti, with
+    Bartlett weights 1 - l / horizon_bars up to lag horizon_bars - 1, because
+    forward returns of consecutive bars share all but one of their bars (the
+    plain OLS error is about sqrt(horizon_bars) too small: on a market with no
+    signal it made a 1d slope of 2.5 look five errors from 0). kappa0 is b
+    shrunk towards 0 (no edge) by the positive-part James-Stein factor
+    max(0, 1 - (se / b)^2): a slope one error from 0 counts as nothing, a
+    slope ten errors out keeps 99 % of itself.
 
     ``validation`` maps family -> (flat row indices into the (T, N) grid,
     predictions, mean per-bar rank IC or None where unmeasured (then the floor), bps scale);
-    ``y`` is the flat forward return.
+    ``y`` is the flat forward return over ``horizon_bars`` bars.
+
+    Returns ``slope`` (kappa0), ``slope_ols`` (b), ``slope_se``, ``shrinkage``
+    (kappa0 / b), ``pairs`` and ``fitted``; unfitted (fewer than 3 pairs, or no
+    alpha): slope 1 and the rest None.
     """
     from foxlive_core.pipeline.blend import apply_temperature, ridge_weights
     from foxlive_core.pipeline.standardize import zscore_cross_sectional, zscore_rolling
@@ -575,14 +588,43 @@ def fit_calibration(cfg: FoxliveConfig, temperature: float, validation: dict, y:
         count = ok.sum(axis=1, keepdims=True)
         real = real - np.divide(np.where(ok, real, 0.0).sum(axis=1, keepdims=True), count, out=np.zeros(count.shape),
                                 where=count > 0)
-    x, yy = alpha[ok], real[ok]
-    sxx = float(x @ x)
-    if len(x) < 3 or sxx <= 0:
-        return {"slope": 1.0, "slope_se": None, "pairs": int(len(x)), "fitted": False}
-    slope = float(x @ yy) / sxx
-    resid = yy - slope * x
-    return {"slope": slope, "slope_se": float(np.sqrt(resid @ resid / (len(x) - 1) / sxx)), "pairs": int(len(x)),
+    x, yy = np.where(ok, alpha, 0.0), np.where(ok, real, 0.0)
+    pairs = int(ok.sum())
+    sxx = float((x * x).sum())
+    if pairs < 3 or sxx <= 0:
+        return {"slope": 1.0, "slope_ols": None, "slope_se": None, "shrinkage": None, "pairs": pairs, "fitted": False}
+    slope = float((x * yy).sum()) / sxx
+    se = newey_west_slope_se(x, yy - slope * x, bars, horizon_bars)
+    shrinkage = max(0.0, 1.0 - (se / slope) ** 2) if slope != 0 else 0.0
+    return {"slope": slope * shrinkage, "slope_ols": slope, "slope_se": se, "shrinkage": shrinkage, "pairs": pairs,
             "fitted": True}
+
+
+def newey_west_slope_se(x: np.ndarray, resid: np.ndarray, bars: np.ndarray, horizon_bars: int) -> float:
+    """Newey-West standard error of an OLS slope through the origin fitted on a (T, N) panel.
+
+    Parameters
+    ----------
+    x, resid : ndarray, shape (T, N)
+        Regressor and residual, 0 where a pair is missing.
+    bars : ndarray, shape (T,)
+        Increasing bar index of each row, so that a gap in the rows is a gap in time.
+    horizon_bars : int
+        Length of the forward return: residuals up to horizon_bars - 1 bars apart
+        overlap, and are weighted 1 - lag / horizon_bars (Bartlett).
+
+    Returns
+    -------
+    float: sqrt(sum over lags |l| < horizon_bars of w_l sum_t g_t g_{t-l}) / S_xx,
+    with g_t = sum_i x_ti resid_ti over the bars from the first to the last.
+    """
+    g = np.zeros(int(bars[-1] - bars[0]) + 1)
+    g[bars - bars[0]] = (x * resid).sum(axis=1)
+    lags = min(max(int(horizon_bars), 1), len(g)) - 1
+    variance = float(g @ g)
+    for lag in range(1, lags + 1):
+        variance += 2.0 * (1.0 - lag / (lags + 1)) * float(g[lag:] @ g[:-lag])
+    return float(np.sqrt(max(variance, 0.0))) / float((x * x).sum())
 
 
 def _subsample(idx: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:

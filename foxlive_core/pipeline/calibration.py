@@ -17,7 +17,8 @@ through the origin of the realised move on the alpha:
   is calibrated too.
 - S_xx, S_xy: sums of x^2 and x*y over the symbols and the last ``window``
   cycles at which the alphas matured, fed back every cycle like the IC.
-- kappa0_h: the slope fitted on the validation rows at training
+- kappa0_h: the slope fitted on the validation rows at training, shrunk towards
+  0 by its Newey-West significance
   (:func:`foxlive_core.models.training.fit_calibration`), kept with the models;
   P = ``prior_cycles`` x the mean S_xx per measured cycle, so the prior counts
   as that many cycles of evidence and fades as real ones accumulate.

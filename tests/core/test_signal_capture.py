@@ -143,11 +143,43 @@ def test_the_training_prior_of_a_universe_of_one_symbol_regresses_its_whole_move
     assert z[:3] == pytest.approx([1.0, 1.0, (5 / 3) / (14 / 9) ** 0.5])
     alpha = [0.1 * 0.5 * 50.0 * v for v in z]
     moves = [v * 1e4 for v in y]  # kept whole: nothing to demean a lone symbol's move against
-    expected = sum(a * m for a, m in zip(alpha, moves)) / sum(a * a for a in alpha)
-    fitted = fit_calibration(rolling, 1.0, validation, y, 1)
-    assert fitted["fitted"] and fitted["slope"] == pytest.approx(expected) and expected != 0
+    sxx = sum(a * a for a in alpha)
+    expected = sum(a * m for a, m in zip(alpha, moves)) / sxx
+    # Newey-West over 2-bar returns: lag 0 and lag 1 (weight 1 - 1/2), g_t = a_t (m_t - b a_t)
+    g = [a * (m - expected * a) for a, m in zip(alpha, moves)]
+    se = (sum(v * v for v in g) + 2 * 0.5 * sum(g[t] * g[t - 1] for t in range(1, 6))) ** 0.5 / sxx
+    fitted = fit_calibration(rolling, 1.0, validation, y, 1, 2)
+    assert fitted["fitted"] and fitted["slope_ols"] == pytest.approx(expected) and expected != 0
+    assert fitted["slope_se"] == pytest.approx(se)
+    assert fitted["slope"] == pytest.approx(expected * max(0.0, 1 - (se / expected) ** 2))
+    assert fitted["shrinkage"] == pytest.approx(fitted["slope"] / expected)
     # across the universe the move is taken less its cross-sectional mean, which for one symbol is all of it
-    assert fit_calibration(load_config(), 1.0, validation, y, 1)["slope"] == 0.0
+    assert fit_calibration(load_config(), 1.0, validation, y, 1, 2)["slope"] == 0.0
+
+
+def test_the_training_prior_is_shrunk_by_an_error_that_counts_the_overlap_of_long_returns():
+    """On a market with no signal, a slow alpha regressed on overlapping 20-bar returns looks significant to
+    plain OLS in about half the draws; the Newey-West error rejects far less often and shrinks such slopes to 0."""
+    from foxlive_core.models.training import newey_west_slope_se
+
+    h, T, N = 20, 400, 5
+    plain_rejects = nw_rejects = 0
+    shrunk = []
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        steps = rng.standard_normal((T + h, N))
+        forward = np.stack([steps[t + 1:t + 1 + h].sum(axis=0) for t in range(T)])  # (T, N), independent of x
+        x = np.cumsum(rng.standard_normal((T, N)), axis=0) * 0.1 + rng.standard_normal((T, N))  # slow alpha
+        b = float((x * forward).sum() / (x * x).sum())
+        resid = forward - b * x
+        plain = float(np.sqrt((resid * resid).sum() / (T * N - 1) / (x * x).sum()))
+        nw = newey_west_slope_se(x, resid, np.arange(T), h)
+        plain_rejects += abs(b) > 2 * plain
+        nw_rejects += abs(b) > 2 * nw
+        shrunk.append(max(0.0, 1 - (nw / b) ** 2))
+    assert plain_rejects > 90  # plain OLS: "significant" in about half the draws of pure noise (113 of 200)
+    assert nw_rejects < 45  # Newey-West: 32, against a nominal 10 (Bartlett errs small on persistent x)
+    assert np.mean(np.array(shrunk) == 0.0) > 0.4  # about half the noise slopes are shrunk away entirely
 
 
 # ------------------------------------------------------------------ holding consistent with the horizon

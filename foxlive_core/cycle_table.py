@@ -151,8 +151,12 @@ class CycleTableWriter:
         table = pa.table(columns).replace_schema_metadata({"foxlive": json.dumps(meta)})
         buf = io.BytesIO()
         floats = [n for n, c in columns.items() if pa.types.is_floating(c.type)]
-        # Byte-stream split lets zstd find the shared exponents of neighbouring floats.
+        # Byte-stream split lets zstd find the shared exponents of neighbouring floats. A dictionary of floats
+        # that hardly repeat is built and then abandoned: without it (and without statistics) a 500-symbol
+        # session's chunk is written in 76 ms instead of 283, and is 20 MB instead of 30. Readers filter on the
+        # cycle time only, so no other column's statistics are written.
         pq.write_table(table, buf, compression="zstd", use_byte_stream_split=floats,
+                       use_dictionary=[n for n in columns if n not in floats], write_statistics=["cycle_time"],
                        row_group_size=max(1, N * min(C, 64)))
         return buf.getvalue()
 

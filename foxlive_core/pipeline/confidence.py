@@ -110,7 +110,7 @@ def average_ranks(x) -> np.ndarray:
     """Ranks 1..n along the last axis, ties sharing their average rank, NaN left out (and given NaN).
 
     ``scipy.stats.rankdata(..., method="average", nan_policy="omit")`` row by row, in one vectorised pass
-    (a sort and two running extrema), so the same ranks exactly.
+    (a sort, then each tie group's first position plus half its size less one), so the same ranks exactly.
 
     Parameters
     ----------
@@ -124,18 +124,22 @@ def average_ranks(x) -> np.ndarray:
     n = x.shape[-1]
     if n == 0:
         return x.copy()
-    order = np.argsort(x, axis=-1, kind="stable")  # NaN sort last
-    xs = np.take_along_axis(x, order, axis=-1)
-    pos = np.broadcast_to(np.arange(1, n + 1, dtype=float), xs.shape)
+    rows = x.reshape(-1, n)
+    order = np.argsort(rows, axis=-1)  # NaN sort last; the order within a tie does not change its average
+    xs = np.take_along_axis(rows, order, axis=-1)
     starts = np.ones(xs.shape, dtype=bool)
-    starts[..., 1:] = xs[..., 1:] != xs[..., :-1]
-    ends = np.ones(xs.shape, dtype=bool)
-    ends[..., :-1] = starts[..., 1:]
-    first = np.maximum.accumulate(np.where(starts, pos, 0.0), axis=-1)
-    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, pos, n + 1.0), axis=-1), axis=-1), axis=-1)
-    ranks = np.empty_like(xs)
-    np.put_along_axis(ranks, order, (first + last) / 2.0, axis=-1)
-    return np.where(np.isnan(x), np.nan, ranks)
+    np.not_equal(xs[:, 1:], xs[:, :-1], out=starts[:, 1:])  # NaN != NaN: each NaN its own group, masked below
+    pos = np.arange(1, n + 1, dtype=float)
+    if starts.all():  # no ties: the rank is the position in the sorted row
+        sorted_ranks = np.broadcast_to(pos, xs.shape)
+    else:
+        group = np.cumsum(starts.ravel())  # ids increase across rows too, as every row starts a group
+        first = np.maximum.accumulate(np.where(starts, pos, 0.0), axis=-1)
+        size = np.bincount(group)[group].reshape(xs.shape)
+        sorted_ranks = first + (size - 1) / 2.0
+    ranks = np.empty_like(rows)
+    ranks[np.arange(len(rows))[:, None], order] = sorted_ranks
+    return np.where(np.isnan(x), np.nan, ranks.reshape(x.shape))
 
 
 def cross_sectional_ic(pred, real, min_pairs: int = 5) -> np.ndarray:
@@ -158,11 +162,12 @@ def cross_sectional_ic(pred, real, min_pairs: int = 5) -> np.ndarray:
     -------
     ndarray, shape (...): in [-1, 1], NaN where unmeasured, 0 where either side's ranks are all equal.
     """
-    p, r = np.broadcast_arrays(np.asarray(pred, dtype=float), np.asarray(real, dtype=float))
+    p0, r0 = np.asarray(pred, dtype=float), np.asarray(real, dtype=float)
+    p, r = np.broadcast_arrays(p0, r0)
     valid = np.isfinite(p) & np.isfinite(r)
     n = valid.sum(axis=-1)
-    rp = np.where(valid, average_ranks(np.where(valid, p, np.nan)), 0.0)
-    rr = np.where(valid, average_ranks(np.where(valid, r, np.nan)), 0.0)
+    rp = _valid_ranks(p0, valid)
+    rr = _valid_ranks(r0, valid)
     # The mean rank of n valid entries is (n + 1) / 2: centre the valid ranks, leave the rest at 0.
     centre = (n[..., None] + 1) / 2.0
     rp = np.where(valid, rp - centre, 0.0)
@@ -170,6 +175,19 @@ def cross_sectional_ic(pred, real, min_pairs: int = 5) -> np.ndarray:
     var = (rp * rp).sum(axis=-1) * (rr * rr).sum(axis=-1)
     ic = np.divide((rp * rr).sum(axis=-1), np.sqrt(var), out=np.zeros(n.shape), where=var > 0)
     return np.where(n >= min_pairs, np.clip(ic, -1.0, 1.0), np.nan)
+
+
+def _valid_ranks(x, valid) -> np.ndarray:
+    """Average ranks of ``x`` (broadcast to ``valid``'s shape) among the ``valid`` entries, 0 elsewhere.
+
+    When ``x`` is broadcast (one realised return for every family) and its own
+    finite entries are the valid ones, it is ranked once, not once per copy.
+    """
+    finite = np.isfinite(x)
+    if x.shape != valid.shape and np.array_equal(np.broadcast_to(finite, valid.shape), valid):
+        return np.broadcast_to(np.where(finite, average_ranks(x), 0.0), valid.shape)
+    x = np.broadcast_to(x, valid.shape)
+    return np.where(valid, average_ranks(np.where(valid, x, np.nan)), 0.0)
 
 
 def freshness(age_s, tau_s) -> np.ndarray:

@@ -490,6 +490,38 @@ def test_average_ranks_equal_scipy_rankdata_row_by_row(rows, n, pool):
         np.testing.assert_array_equal(row_got, want)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(5, 40), st.booleans(), st.booleans())
+def test_cross_sectional_ic_of_one_realised_row_for_every_family_equals_scipy(seed, n, ties, same_gaps):
+    """The realised returns are shared by the families (broadcast, ranked once when their gaps are the
+    predictions' too); each (family, horizon) must still be scipy's Spearman over its own finite pairs."""
+    from scipy.stats import spearmanr
+
+    from foxlive_core.pipeline.confidence import cross_sectional_ic
+
+    rng = np.random.default_rng(seed)
+    pred = rng.standard_normal((3, 2, n))
+    real = rng.standard_normal((2, n))
+    if ties:
+        pred, real = np.round(pred), np.round(real * 2) / 2
+    gaps = rng.random((2, n)) < 0.2
+    real[gaps] = np.nan
+    pred[:, gaps] = np.nan
+    if not same_gaps:
+        pred[1, 0, rng.integers(n)] = np.nan  # one family misses a symbol the others have
+    got = cross_sectional_ic(pred, real[None], min_pairs=5)
+    for f in range(3):
+        for h in range(2):
+            ok = np.isfinite(pred[f, h]) & np.isfinite(real[h])
+            a, b = pred[f, h][ok], real[h][ok]
+            if ok.sum() < 5:
+                assert np.isnan(got[f, h])
+            elif np.ptp(a) == 0 or np.ptp(b) == 0:
+                assert got[f, h] == 0.0
+            else:
+                assert got[f, h] == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+
+
 def test_feedback_pairs_a_prediction_with_the_return_since_the_bar_it_was_made_at():
     from foxlive_core.pipeline.feedback import mature, push
 

@@ -202,6 +202,10 @@ def training_text(result, families) -> str:
         "barrier classifiers",
         bar[["horizon", "kind", "family", "auc", "base_rate", "n_train", "n_validation"]].to_string(
             index=False, float_format=lambda x: f"{x:.4f}"),
+        "",
+        "calibration prior per horizon: OLS slope of the realised move on the validation alpha (Newey-West "
+        "s.e.), shrunk to kappa0 = slope x max(0, 1 - (se / slope)^2)",
+        result.calibration_table().to_string(index=False, na_rep="n/a", float_format=lambda x: f"{x:.3f}"),
     ]
     return "\n".join(lines)
 

@@ -57,6 +57,16 @@ class TrainingResult:
                          "n_train": m["n_train"], "n_validation": m["n_validation"]})
         return pd.DataFrame(rows)
 
+    def calibration_table(self) -> pd.DataFrame:
+        """One row per horizon: the calibration prior (:func:`fit_calibration`): ``slope_ols`` with its
+        Newey-West ``slope_se``, the ``shrinkage`` and ``kappa0`` (what the cycles start from), ``pairs``."""
+        rows = []
+        for horizon, c in self.manifest.get("calibration", {}).items():
+            rows.append({"horizon": horizon, "slope_ols": c.get("slope_ols"), "slope_se": c.get("slope_se"),
+                         "shrinkage": c.get("shrinkage"), "kappa0": c["slope"], "pairs": c["pairs"]})
+        columns = ["horizon", "slope_ols", "slope_se", "shrinkage", "kappa0", "pairs"]
+        return pd.DataFrame(rows, columns=columns).astype({c: float for c in columns[1:5]})
+
 
 def package_versions() -> dict[str, str]:
     import lightgbm

@@ -37,6 +37,8 @@ def training_metadata(cfg, result: TrainingResult) -> dict:
                                         "independent_bars", "pooled_ic", "top_symbol", "top_symbol_share",
                                         "pooled_ic_without_top_symbol", "n_train", "n_validation"]]),
         "barrier_auc": table(barriers[["horizon", "kind", "family", "auc", "base_rate"]]),
+        # The prior each horizon's calibration slope starts from (fit_calibration): OLS, Newey-West s.e., shrunk.
+        "calibration_prior": table(result.calibration_table()),
         "mean_rank_ic": float(pd.to_numeric(returns["rank_ic"]).mean()) if returns["rank_ic"].notna().any() else None,
         "feature_importance_top10": dg.MetadataValue.md(
             "| feature | score |\n|---|---|\n" + "\n".join(f"| {n} | {v:.0f} |" for n, v in top)

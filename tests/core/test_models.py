@@ -50,6 +50,22 @@ def test_validation_ic_is_positive_where_the_signal_is_planted(trained):
         assert returns[returns["horizon"] == horizon]["rank_ic"].mean() > 0.02, horizon
 
 
+def test_the_calibration_prior_is_reported_per_horizon_as_fitted_and_shrunk(trained):
+    from foxlive_core.cli import training_text
+
+    cfg, _, result = trained
+    table = result.calibration_table().set_index("horizon")
+    assert set(table.index) == set(cfg.horizon_names)
+    for horizon, row in table.iterrows():
+        assert row["slope_se"] > 0 and row["pairs"] > 0
+        # positive-part James-Stein, recomputed here from the fitted slope and its error
+        factor = max(0.0, 1.0 - (row["slope_se"] / row["slope_ols"]) ** 2)
+        assert row["shrinkage"] == pytest.approx(factor) and row["kappa0"] == pytest.approx(row["slope_ols"] * factor)
+    # the planted 5m reversal is found on the validation rows: its prior is kept, not shrunk away
+    assert table.loc["5m", "shrinkage"] > 0.5
+    assert "calibration prior per horizon" in training_text(result, cfg.models.families)
+
+
 def test_barrier_classifiers_beat_chance(trained):
     table = trained[2].metrics_table()
     assert (table.loc[table["kind"].str.startswith("barrier"), "auc"] > 0.5).all()

@@ -185,7 +185,7 @@ def _valid_ranks(x, valid) -> np.ndarray:
     """
     finite = np.isfinite(x)
     if x.shape != valid.shape and np.array_equal(np.broadcast_to(finite, valid.shape), valid):
-        return np.broadcast_to(np.where(finite, average_ranks(x), 0.0), valid.shape)
+        return np.broadcast_to(np.where(finite, average_ranks(np.where(finite, x, np.nan)), 0.0), valid.shape)
     x = np.broadcast_to(x, valid.shape)
     return np.where(valid, average_ranks(np.where(valid, x, np.nan)), 0.0)
 

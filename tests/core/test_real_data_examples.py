@@ -66,8 +66,12 @@ def run_cli(capsys, *argv: str) -> str:
 
 def trained_rows(out: str, horizons: tuple[str, ...]) -> tuple[list[list[str]], list[list[str]]]:
     """The rows ``train`` printed: return models (horizon, family, ..., "n_train/n_validation") and barrier
-    classifiers (horizon, kind, family, auc, base_rate, n_train, n_validation)."""
-    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0] in horizons]
+    classifiers (horizon, kind, family, auc, base_rate, n_train, n_validation); the calibration prior's
+    table after them has one row per horizon (horizon, slope_ols, slope_se, shrinkage, kappa0, pairs)."""
+    models, calibration = out.split("calibration prior per horizon", 1)
+    rows = [line.split() for line in models.splitlines() if line.split() and line.split()[0] in horizons]
+    prior = [line.split()[0] for line in calibration.splitlines() if line.split() and line.split()[0] in horizons]
+    assert sorted(prior) == sorted(horizons), prior
     return [r for r in rows if not r[1].startswith("barrier")], [r for r in rows if r[1].startswith("barrier")]
 
 

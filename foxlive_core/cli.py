@@ -295,7 +295,7 @@ def cmd_sweep(cfg, args) -> int:
 
     from foxlive_core.models.store import ModelStore
     from foxlive_core.runtime import make_market
-    from foxlive_core.sweep import comparison, load_sweep, replay_variant, sweep_path
+    from foxlive_core.sweep import comparison, load_sweep, refuse_halted_books, replay_variant, sweep_path
 
     variants = load_sweep(cfg)
     if not variants:
@@ -306,6 +306,7 @@ def cmd_sweep(cfg, args) -> int:
         if unknown:
             raise ConfigError(f"sweep variant(s) {', '.join(unknown)} not in {sweep_path(cfg)}; known: {', '.join(known)}")
         variants = tuple(known[n] for n in dict.fromkeys(args.variant))
+    refuse_halted_books(cfg, variants)
     market = make_market(cfg)
     start, end = resolve_bar(market, args.start, end_of_day=False), resolve_bar(market, args.end, end_of_day=True)
     run_id = ModelStore(cfg.models_root).active_run_id()

@@ -690,7 +690,8 @@ class TradingEngine:
         The book is restarted with the starting cash, so a replay of a range
         always gives the same numbers; with ``resume`` it continues after the
         book's last committed cycle instead (a replay interrupted by Ctrl-C or
-        a crash stops at a commit boundary). Inputs are gathered
+        a crash stops at a commit boundary). A halted (or reducing) book is
+        refused until it is resumed: restarting it would lift the halt. Inputs are gathered
         ``chunk_sessions`` sessions at a time (features and one inference call
         per model for the whole chunk); every ``commit_sessions`` sessions of
         cycles are committed in one transaction. The results are read back
@@ -728,6 +729,7 @@ class TradingEngine:
             inputs = tqdm(inputs, total=total, desc=f"replay {book}", unit="cycle")
         started = _time.perf_counter()
         with self.store.locked(book, ttl_seconds=self.lock_ttl_s) as owner:
+            self.store.refuse_replay_if_halted(book)
             # Reset under the lock: a second replay of this book is refused before it touches the first's book.
             resumed = resume and self.store.exists(book) and self.store.load(book).last_cycle_time is not None
             if not resumed:

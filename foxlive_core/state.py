@@ -831,6 +831,19 @@ class StateStore:
         state, reason = self.trading_state(book)
         return state != ACTIVE, reason
 
+    def refuse_replay_if_halted(self, book: str) -> None:
+        """Raise StateError when ``book`` is halted or reducing: a replay restarts its book, which would lift the halt.
+
+        A halt binds a replay book as it binds the live one, until an operator resumes it.
+        """
+        state, reason = self.trading_state(book)
+        if state != ACTIVE:
+            raise StateError(
+                f"replay book {book!r} is {state} ({reason}); replaying would restart it and lift the halt. "
+                f"Resume it first (`foxlive resume --book {book} --operator NAME --reason TEXT`, or the resume_book "
+                "job), or replay on another book"
+            )
+
     # ------------------------------------------------------------------ locks
 
     def acquire_lock(self, book: str, owner: str, ttl_seconds: float = LOCK_TTL_S) -> None:

@@ -17,6 +17,9 @@ replays the one model run the sweep pinned. Variant ``v`` trades book
 ``sweep_<v>`` in the configuration's state store; each replay restarts its
 book, so a variant's figures depend only on the configuration, the model run
 and the range, whichever process or machine replays it and in whatever order.
+A halted variant book is refused (:func:`refuse_halted_books`, before any
+variant replays), and a halt set while the sweep runs binds that variant's
+remaining cycles from its next commit, as it binds any replay.
 """
 
 from __future__ import annotations
@@ -101,6 +104,13 @@ def variant_config(cfg: FoxliveConfig, variant: SweepVariant) -> FoxliveConfig:
         return load_config(cfg.source_path, overrides=variant.overrides, home=cfg.home)
     except ConfigError as exc:
         raise ConfigError(f"sweep variant {variant.name!r}: {exc}") from exc
+
+
+def refuse_halted_books(cfg: FoxliveConfig, variants: tuple[SweepVariant, ...]) -> None:
+    """Raise StateError naming the first halted (or reducing) variant book, before anything is replayed."""
+    store = StateStore(cfg.state_path)
+    for variant in variants:
+        store.refuse_replay_if_halted(variant.book)
 
 
 def replay_variant(cfg: FoxliveConfig, variant: SweepVariant, start: pd.Timestamp, end: pd.Timestamp,

@@ -1,5 +1,8 @@
 """``replay_sweep``: one range replayed under every variant of the sweep file, a step per variant.
 
+Bound to the kill switch through the core: the first step refuses the sweep while a variant book is
+halted, and a halt set during the sweep binds that variant's replay from its next commit (foxlive_core.sweep).
+
 The steps run in parallel on the deployment's scale-out executor (executors.py); each replays its
 variant on its own book with the model run the first step pinned, so the comparison equals
 ``foxlive sweep`` (foxlive_core.sweep) however the steps were spread.
@@ -12,7 +15,8 @@ from foxlive_core.config import FoxliveConfig
 from foxlive_core.models.store import ModelStore
 from foxlive_core.runtime import resolve_bar
 from foxlive_core.state import StateStore
-from foxlive_core.sweep import SweepVariant, comparison, load_sweep, replay_variant, variant_summary
+from foxlive_core.sweep import (SweepVariant, comparison, load_sweep, refuse_halted_books, replay_variant,
+                                variant_summary)
 from foxlive_dagster.metadata import table
 from foxlive_dagster.resources import FoxliveConfigResource, MarketDataResource
 
@@ -33,6 +37,7 @@ def pin_sweep(config: SweepConfig, foxlive: FoxliveConfigResource, market: Marke
     if start > end:
         raise dg.Failure(f"sweep start {start} is after its end {end}; give start <= end")
     StateStore(cfg.state_path)  # the schema exists before the variants' processes open the store at once
+    refuse_halted_books(cfg, load_sweep(cfg))
     return {"start": start.isoformat(), "end": end.isoformat(), "run_id": ModelStore(cfg.models_root).active_run_id()}
 
 

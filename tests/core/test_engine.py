@@ -230,6 +230,24 @@ def test_replay_never_touches_the_live_book(engine_home):
         engine.replay(engine.cfg.book, DAY1, DAY1 + pd.Timedelta(days=1))
 
 
+@pytest.mark.parametrize("mode, state", [("reducing", "reducing"), ("stop", "halted")])
+def test_a_halted_replay_book_is_refused_until_resumed(engine_home, mode, state):
+    """A replay restarts its book; on a halted book that would lift the halt, so it is refused, book untouched."""
+    engine = engine_home()
+    times = bar_times(engine, DAY1, 4)
+    engine.replay("r", times[0], times[1])
+    assert engine.store.halt("r", "operator stop", "alice", mode=mode)
+    for resume in (False, True):
+        with pytest.raises(StateError, match=f"replay book 'r' is {state} \\(operator stop\\).*foxlive resume --book r"):
+            engine.replay("r", times[0], times[3], resume=resume)
+    assert engine.store.trading_state("r") == (state, "operator stop")
+    assert list(engine.store.cycles("r")["cycle_time"]) == list(times[:2])
+    assert engine.store.resume("r", "alice", "reviewed")
+    engine.replay("r", times[0], times[3])
+    assert engine.store.trading_state("r") == ("active", "")
+    assert len(engine.store.cycles("r")) == 4
+
+
 def test_buffers_follow_the_universe(small_run):
     cfg = small_run[0]
     old = empty_buffers(cfg, 3, (1, 2), 3)

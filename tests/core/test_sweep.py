@@ -13,6 +13,7 @@ from foxlive_core.cli import main
 from foxlive_core.config import HOME_ENV_VAR, _deep_merge, load_config
 from foxlive_core.errors import ConfigError
 from foxlive_core.models.store import ModelStore
+from foxlive_core.state import StateStore
 from foxlive_core.sweep import load_sweep
 from tests.conftest import ACTIVE, SMALL_TRAINING, SMALL_UNIVERSE, write_config
 
@@ -85,3 +86,13 @@ def test_sweep_replays_each_variant_as_its_own_configuration(tmp_path, monkeypat
     assert main(["--config", str(path), "sweep", "--start", "2025-05-01", "--end", "2025-05-01",
                  "--variant", "nope"]) == 2
     assert "sweep variant(s) nope not in" in capsys.readouterr().err
+
+    # A halted variant book refuses the whole sweep before any variant replays (which would lift its halt).
+    store = StateStore(cfg.state_path)
+    committed = list(store.cycles("sweep_active")["committed_at"])
+    assert main(["--config", str(path), "halt", "--book", "sweep_stricter", "--reason", "review",
+                 "--operator", "bob"]) == 0
+    assert main(["--config", str(path), "sweep", "--start", "2025-05-01", "--end", "2025-05-01"]) == 2
+    assert "replay book 'sweep_stricter' is reducing (review)" in capsys.readouterr().err
+    assert list(store.cycles("sweep_active")["committed_at"]) == committed
+    assert store.trading_state("sweep_stricter") == ("reducing", "review")

@@ -16,6 +16,7 @@ from foxlive_core.config import CONFIG_ENV_VAR, HOME_ENV_VAR, _deep_merge, load_
 from foxlive_core.models.store import ModelStore
 from foxlive_core.models.training import STAGING, staging_dir, train_models, training_tasks
 from foxlive_core.runtime import make_market, resolve_bar
+from foxlive_core.state import StateStore
 from foxlive_core.sweep import load_sweep, replay_variant
 from foxlive_dagster.io_managers import load_arrays
 from foxlive_dagster.executors import scale_out_executor
@@ -211,6 +212,26 @@ def test_replay_sweep_runs_its_variants_in_parallel_on_a_dask_cluster(home, dask
     assert mat.metadata["variants"].value == 3
     rows = {r.data["variant"]: r.data for r in mat.metadata["comparison"].records}
     assert {n: rows[n]["orders"] for n in rows} == {n: r["orders"] for n, r in reference.items()}
+
+    # A halted variant book refuses the sweep at its first step: no variant replays, the halt stays.
+    store = StateStore(cfg.state_path)
+    halted = load_sweep(cfg)[-1].book
+    committed = {v.book: list(store.cycles(v.book)["committed_at"]) for v in load_sweep(cfg)}
+    store.halt(halted, "variant under review", "pytest")
+    with dg.instance_for_test() as instance:
+        refused = dg.execute_job(
+            dg.reconstructable(scale_out_jobs.replay_sweep_job_dask), instance=instance, raise_on_error=False,
+            run_config={"ops": {"replay_sweep": {"config": {"start": SWEEP_SESSION, "end": SWEEP_SESSION}}},
+                        "execution": {"config": {"cluster": {"existing": {"address": address}}}}})
+        assert not refused.success
+        failures = {ev.step_key: ev.step_failure_data.error for ev in refused.all_events
+                    if ev.event_type_value == "STEP_FAILURE"}
+        succeeded = [ev.step_key for ev in refused.all_events if ev.event_type_value == "STEP_SUCCESS"]
+    assert f"replay book '{halted}' is reducing (variant under review)" in failures["replay_sweep.pin_sweep"].cause.message
+    # dagster-dask still starts the downstream steps, which fail loading the missing pin: none replays.
+    assert succeeded == []
+    assert {v.book: list(store.cycles(v.book)["committed_at"]) for v in load_sweep(cfg)} == committed
+    assert store.resume(halted, "pytest", "review done")  # the module's other tests share this home
 
 
 def test_the_scale_out_executor_is_named_or_refused():

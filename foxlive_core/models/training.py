@@ -606,7 +606,8 @@ def fit_calibration(cfg: FoxliveConfig, temperature: float, validation: dict, y:
     slope = float((x * yy).sum()) / sxx
     se = newey_west_slope_se(x, yy - slope * x, bars, horizon_bars)
     shrinkage = max(0.0, 1.0 - (se / slope) ** 2) if slope != 0 else 0.0
-    return {"slope": slope * shrinkage, "slope_ols": slope, "slope_se": se, "shrinkage": shrinkage, "pairs": pairs,
+    # + 0.0: a negative slope shrunk away is 0, not -0.0 (which prints as -0.000)
+    return {"slope": slope * shrinkage + 0.0, "slope_ols": slope, "slope_se": se, "shrinkage": shrinkage, "pairs": pairs,
             "fitted": True}
 
 

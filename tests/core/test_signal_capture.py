@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -155,6 +157,10 @@ def test_the_training_prior_of_a_universe_of_one_symbol_regresses_its_whole_move
     assert fitted["shrinkage"] == pytest.approx(fitted["slope"] / expected)
     # across the universe the move is taken less its cross-sectional mean, which for one symbol is all of it
     assert fit_calibration(load_config(), 1.0, validation, y, 1, 2)["slope"] == 0.0
+    # a slope of the wrong sign, well inside its error, is shrunk to +0 (the table prints 0.000, not -0.000)
+    weak = fit_calibration(rolling, 1.0, validation, np.array([-1e-4, -3e-4, 2e-4, -4e-4, 6e-4, 5e-4]), 1, 2)
+    assert weak["slope_ols"] < 0 and -weak["slope_ols"] < weak["slope_se"] and weak["shrinkage"] == 0.0
+    assert math.copysign(1.0, weak["slope"]) == 1.0
 
 
 def test_the_training_prior_is_shrunk_by_an_error_that_counts_the_overlap_of_long_returns():

@@ -22,7 +22,7 @@ from foxlive_dagster.executors import scale_out_executor
 from foxlive_dagster.jobs import build_sweep_job, build_training_job, end_of_day_job, trading_cycle_job
 from foxlive_dagster.kill_switch import halt_book, kill_switch_spec, resume_book
 from foxlive_dagster.partitions import session_partitions
-from foxlive_dagster.resources import make_resources
+from foxlive_dagster.resources import check_deployment, deployment_name, make_resources
 from foxlive_dagster.schedules import build_schedules
 from foxlive_dagster.sensors import build_failure_sensor, risk_sensor, stale_data_sensor
 
@@ -43,17 +43,22 @@ def warn_beta_once() -> None:
     )
 
 
-def build_definitions(config_path: str = "", home: str = "", scale_out: str | None = None) -> dg.Definitions:
+def build_definitions(config_path: str = "", home: str = "", scale_out: str | None = None,
+                      deployment: str | None = None) -> dg.Definitions:
     """Every definition of foxlive, for the configuration at ``config_path`` (default: the environment's).
 
     ``scale_out`` names the executor of the jobs that fan out (foxlive_dagster.executors; default:
-    ``$FOXLIVE_SCALE_OUT_EXECUTOR``, else multiprocess).
+    ``$FOXLIVE_SCALE_OUT_EXECUTOR``, else multiprocess); ``deployment`` the resource set
+    (foxlive_dagster.resources; default: ``$FOXLIVE_DEPLOYMENT``, else local), whose rules the
+    configuration must meet for the location to load.
 
     Only the YAML and the exchange calendar are read here (to lay out the
     partitions and schedules); models and market data load inside runs.
     """
+    deployment = deployment_name(deployment)
+    resources = make_resources(config_path, home, deployment)
     cfg = load_config(config_path or None, home=home or None)
-    resources = make_resources(config_path, home)
+    check_deployment(cfg, deployment)
     resources["cycle_io_manager"] = CycleArraysIOManager(config=resources["foxlive"])
     scale_out_def = scale_out_executor(scale_out)
     sweep = build_sweep_assets(cfg)

@@ -1,9 +1,18 @@
-"""Resources: thin ConfigurableResource wrappers of foxlive_core objects.
+"""Resources: thin ConfigurableResource wrappers of foxlive_core objects, chosen per deployment.
 
 Each is configured from the YAML path (``FOXLIVE_CONFIG``) and the home
 directory (``FOXLIVE_HOME``); secrets come only from ``dg.EnvVar``. Heavy
 objects (the simulated market, a loaded model set) are built on first use
 and cached per process, never at import time.
+
+``FOXLIVE_DEPLOYMENT`` names the resource set (:func:`make_resources`):
+
+- ``local`` (the default): the configuration file and home as given, else
+  from the environment, else the embedded defaults (the simulated market);
+- ``production``: both come from ``dg.EnvVar`` (the UI shows the variables'
+  names, each run's process reads their values) and must be set, and the market
+  must be real data (``market.source: historical``): a production book never
+  trades the simulated market (:func:`check_deployment`).
 """
 
 
@@ -13,6 +22,7 @@ import os
 import dagster as dg
 
 from foxlive_core.config import CONFIG_ENV_VAR, HOME_ENV_VAR, FoxliveConfig, load_config
+from foxlive_core.errors import ConfigError
 from foxlive_core.engine import TradingEngine
 from foxlive_core.brokers import open_broker
 from foxlive_core.models.store import ModelSet, ModelStore
@@ -31,17 +41,53 @@ def _market(path: str | None, home: str | None):
     return make_market(_config(path, home))
 
 
+DEPLOYMENT_ENV = "FOXLIVE_DEPLOYMENT"
+DEPLOYMENTS = ("local", "production")
+
+
+def deployment_name(choice: str | None = None) -> str:
+    """The deployment ``choice`` names (default: ``$FOXLIVE_DEPLOYMENT``, else ``local``)."""
+    name = (choice if choice is not None else os.environ.get(DEPLOYMENT_ENV, "")).strip() or "local"
+    if name not in DEPLOYMENTS:
+        raise ConfigError(f"{DEPLOYMENT_ENV}={name!r} is not a deployment: use one of {', '.join(DEPLOYMENTS)}")
+    return name
+
+
+def check_deployment(cfg: FoxliveConfig, deployment: str) -> None:
+    """Raise ConfigError when ``cfg`` may not run in ``deployment`` (see the module docstring)."""
+    if deployment == "production" and cfg.market.source == "simulated":
+        raise ConfigError(
+            f"{DEPLOYMENT_ENV}=production trades real data, but {cfg.source_path or 'the configuration'} has "
+            "market.source 'simulated'; set market.source: historical (with market.historical.path), or run "
+            f"the simulated market with {DEPLOYMENT_ENV}=local"
+        )
+
+
+def _required_env(deployment: str) -> None:
+    missing = [name for name in (CONFIG_ENV_VAR, HOME_ENV_VAR) if not os.environ.get(name)]
+    if missing:
+        raise ConfigError(
+            f"{DEPLOYMENT_ENV}={deployment} takes the configuration file and the home directory from the "
+            f"environment, but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set; set "
+            f"{CONFIG_ENV_VAR} to the YAML file and {HOME_ENV_VAR} to the directory of the state and models"
+        )
+
+
 class FoxliveConfigResource(dg.ConfigurableResource):
-    """The foxlive configuration: YAML path and home directory (default: the environment)."""
+    """The foxlive configuration: YAML path and home directory (default: the environment), and the
+    deployment whose rules it must meet."""
 
     config_path: str = ""
     home: str = ""
+    deployment: str = "local"
 
     def _key(self) -> tuple[str | None, str | None]:
         return (self.config_path or os.environ.get(CONFIG_ENV_VAR) or None, self.home or os.environ.get(HOME_ENV_VAR) or None)
 
     def get(self) -> FoxliveConfig:
-        return _config(*self._key())
+        cfg = _config(*self._key())
+        check_deployment(cfg, self.deployment)
+        return cfg
 
 
 class MarketDataResource(dg.ConfigurableResource):
@@ -97,10 +143,16 @@ def make_engine(config: FoxliveConfigResource, market: MarketDataResource, model
     return TradingEngine(config.get(), source, models.active(), store, broker_factory=broker.factory(store, source))
 
 
-def make_resources(config_path: str = "", home: str = "") -> dict:
-    """Every resource, configured from ``config_path``/``home`` or, when empty, from
-    ``FOXLIVE_CONFIG``/``FOXLIVE_HOME`` at run time."""
-    config = FoxliveConfigResource(config_path=config_path, home=home)
+def make_resources(config_path: str = "", home: str = "", deployment: str = "local") -> dict:
+    """Every resource of ``deployment``, configured from ``config_path``/``home`` or, when empty, from
+    ``FOXLIVE_CONFIG``/``FOXLIVE_HOME`` at run time (in production: ``dg.EnvVar``, which must be set)."""
+    if deployment == "production":
+        if not (config_path and home):
+            _required_env(deployment)
+        config = FoxliveConfigResource(config_path=config_path or dg.EnvVar(CONFIG_ENV_VAR),
+                                       home=home or dg.EnvVar(HOME_ENV_VAR), deployment=deployment)
+    else:
+        config = FoxliveConfigResource(config_path=config_path, home=home, deployment=deployment)
     return {
         "foxlive": config,
         "market": MarketDataResource(config=config),

@@ -173,3 +173,45 @@ def test_building_the_definitions_warns_at_most_once_per_warning(env):
     assert len(texts) == len(set(texts)), texts
     # Said once, not silenced: single-run replays rely on a beta parameter.
     assert sum("BackfillPolicy" in t for t in texts) == 1
+
+
+def test_the_resources_are_chosen_per_deployment(tmp_path, monkeypatch):
+    """local takes the file and home as given; production takes both from the environment (dg.EnvVar), and
+    refuses to load without them or on the simulated market."""
+    from foxlive_core.config import load_config
+    from foxlive_core.errors import ConfigError
+    from foxlive_core.state import StateStore
+    from foxlive_dagster.definitions import build_definitions
+    from tests.conftest import write_config
+
+    simulated = write_config(tmp_path / "simulated")
+    real = write_config(tmp_path / "real", {"market": {"source": "historical", "historical": {"path": str(tmp_path)}}})
+    home = tmp_path / "home"
+    for name in ("FOXLIVE_CONFIG", "FOXLIVE_HOME", "FOXLIVE_DEPLOYMENT"):
+        monkeypatch.delenv(name, raising=False)
+    local = build_definitions(str(simulated), str(home))
+    assert (local.resources["foxlive"].config_path, local.resources["foxlive"].deployment) == (str(simulated), "local")
+
+    monkeypatch.setenv("FOXLIVE_DEPLOYMENT", "staging")
+    with pytest.raises(ConfigError, match="FOXLIVE_DEPLOYMENT='staging' is not a deployment: use one of local, production"):
+        build_definitions()
+    monkeypatch.setenv("FOXLIVE_DEPLOYMENT", "production")
+    with pytest.raises(ConfigError, match="FOXLIVE_CONFIG and FOXLIVE_HOME are not set"):
+        build_definitions()
+    monkeypatch.setenv("FOXLIVE_HOME", str(home))
+    monkeypatch.setenv("FOXLIVE_CONFIG", str(simulated))
+    with pytest.raises(ConfigError, match="production trades real data.*market.source 'simulated'"):
+        build_definitions()
+
+    monkeypatch.setenv("FOXLIVE_CONFIG", str(real))
+    defs = build_definitions()
+    config = defs.resources["foxlive"]
+    assert isinstance(config.config_path, dg.EnvVar) and config.config_path.env_var_name == "FOXLIVE_CONFIG"
+    assert isinstance(config.home, dg.EnvVar) and config.deployment == "production"
+    # A run resolves the variables in its own process: the halt lands in $FOXLIVE_HOME's state store.
+    store = StateStore(load_config(real, home=home).state_path)
+    store.create_book("live", 100_000.0)
+    result = defs.resolve_job_def("halt_book").execute_in_process(
+        run_config={"book": "live", "reason": "deployment check", "actor": "pytest"})
+    assert result.success
+    assert store.trading_state("live") == ("reducing", "deployment check")

@@ -479,25 +479,37 @@ def cmd_demo(cfg, args) -> int:
     print(f"2/3 replaying {args.sessions} sessions ({start} .. {end}) on book 'demo' ...", flush=True)
     models = ModelStore(cfg.models_root).load(result.run_id, cfg)
     engine = TradingEngine(cfg, market, models, StateStore(cfg.state_path), symbols=symbols)
-    engine.replay("demo", start, end, progress=not args.quiet)
+    with oracle_beside(cfg, market, symbols, result.run_id, start, end, "demo"):
+        engine.replay("demo", start, end, progress=not args.quiet)
     print("3/3 results")
     report = print_report(cfg, engine.store, "demo")
-    print_capture(engine, report, start, end)
+    print_capture(engine, report)
     print("\nexplain a decision: foxlive explain SYMBOL --book demo; where the edge goes: foxlive attribution --book demo")
     return 0
 
 
-def print_capture(engine, report, start, end) -> None:
+def oracle_beside(cfg, market, symbols, run_id: str, start, end, book: str):
+    """On the simulated market, a context in which book ``<book>_oracle`` replays [start, end] with the planted
+    signal's oracle, in a process of its own, beside the models' replay (see :func:`print_capture`); else none."""
+    import contextlib
+
+    from foxlive_core.signal_capture import oracle_replays_beside
+
+    if not hasattr(market, "planted_expected_return"):
+        return contextlib.nullcontext()
+    return oracle_replays_beside(cfg, symbols, run_id, start, end, {f"{book}_oracle": "planted"})
+
+
+def print_capture(engine, report) -> None:
     """What the models' book kept of its edge, and (on the simulated market) of the planted signal's.
 
     Prints the attributed IC of the raw models and of the arbitrated alpha at the horizon the
-    book chose most (from ``report``, the book's :class:`~foxlive_core.reports.Report`), and
-    replays the same cycles on an oracle that knows the planted signal (book ``<book>_oracle``)
-    to say how much of the oracle's P&L the models' book captured.
+    book chose most (from ``report``, the book's :class:`~foxlive_core.reports.Report`), and,
+    from the oracle's replay of the same cycles (book ``<book>_oracle``, :func:`oracle_beside`),
+    how much of the oracle's P&L the models' book captured.
     """
     from foxlive_core.attribution import traded_horizon
     from foxlive_core.reports import load_report
-    from foxlive_core.signal_capture import oracle_inputs
 
     book = report.book
     attribution = report.attribution
@@ -514,8 +526,6 @@ def print_capture(engine, report, start, end) -> None:
           f"({arb['mean_ic'] / raw['mean_ic']:.0%})")
     if not hasattr(engine.market, "planted_expected_return"):
         return
-    times = engine.cycle_times(start, end)
-    engine.replay_inputs(f"{book}_oracle", oracle_inputs(engine, times), len(times))
     oracle = load_report(engine.cfg, engine.store, f"{book}_oracle").pnl
     ratio = f"{report.pnl / oracle:.0%}" if oracle > 0 else "n/a (the oracle earned nothing)"
     sim = engine.cfg.market.simulated

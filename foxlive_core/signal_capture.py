@@ -31,7 +31,10 @@ every family's prediction (same pipeline, same costs, same barrier models).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +78,38 @@ def oracle_inputs(engine: TradingEngine, times: pd.DatetimeIndex, chunk_sessions
     n_fam = len(engine.info.families)
     for c, inputs in enumerate(engine.batch_inputs(times, chunk_sessions)):
         yield dataclasses.replace(inputs, raw_pred=np.broadcast_to(expected[:, c], (n_fam, *expected.shape[::2])).copy())
+
+
+def replay_oracle(cfg: FoxliveConfig, symbols: tuple[str, ...], run_id: str, start: pd.Timestamp, end: pd.Timestamp,
+                  book: str, oracle: str = "planted", clock=None) -> None:
+    """Replay the cycles in [start, end] on ``book`` with ``oracle``'s predictions and model run ``run_id``'s
+    barrier models; opens its own market, models and store, so it may run in a process of its own."""
+    market = make_market(cfg, symbols, clock=clock)
+    models = ModelStore(cfg.models_root).load(run_id, cfg)
+    engine = TradingEngine(cfg, market, models, StateStore(cfg.state_path), symbols=symbols)
+    times = engine.cycle_times(start, end)
+    engine.replay_inputs(book, oracle_inputs(engine, times, oracle=oracle), len(times))
+
+
+@contextlib.contextmanager
+def oracle_replays_beside(cfg: FoxliveConfig, symbols, run_id: str, start: pd.Timestamp, end: pd.Timestamp,
+                          books: dict[str, str], clock=None):
+    """Run :func:`replay_oracle` for each ``book -> oracle`` of ``books``, each in a spawned process, while the
+    body of the ``with`` runs (the models' own replay); on leaving, wait for them and raise their errors.
+
+    The replays are deterministic and on books of their own, so running them beside the models' replay
+    changes no figure; on two cores it takes the oracles off the critical path.
+    """
+    symbols = tuple(symbols)
+    pool = ProcessPoolExecutor(max_workers=len(books), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = [pool.submit(replay_oracle, cfg, symbols, run_id, start, end, book, oracle, clock)
+                   for book, oracle in books.items()]
+        yield
+        for future in futures:
+            future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -121,10 +156,9 @@ def capture(cfg: FoxliveConfig, strength: float, sessions: int, symbols=None, cl
     models = ModelStore(cfg.models_root).load(run.run_id, cfg)
     store = StateStore(cfg.state_path)
     engine = TradingEngine(cfg, market, models, store, symbols=symbols)
-    times = engine.cycle_times(start, end)
-    engine.replay("capture_models", start, end)
-    engine.replay_inputs("capture_oracle", oracle_inputs(engine, times), len(times))
-    engine.replay_inputs("capture_observable", oracle_inputs(engine, times, oracle="observable"), len(times))
+    oracles = {"capture_oracle": "planted", "capture_observable": "observable"}
+    with oracle_replays_beside(cfg, symbols, run.run_id, start, end, oracles, clock=clock):
+        engine.replay("capture_models", start, end)
 
     perf = load_report(cfg, store, "capture_models")
     oracle = load_report(cfg, store, "capture_oracle")

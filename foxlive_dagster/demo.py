@@ -37,7 +37,7 @@ def prepare_dagster_home(cfg: FoxliveConfig) -> Path:
 
 
 def run_demo(cfg: FoxliveConfig, args) -> int:
-    from foxlive_core.cli import print_capture, print_report
+    from foxlive_core.cli import oracle_beside, print_capture, print_report
     from foxlive_core.engine import TradingEngine
     from foxlive_core.models.store import ModelStore
     from foxlive_core.state import StateStore
@@ -69,21 +69,22 @@ def run_demo(cfg: FoxliveConfig, args) -> int:
     first_key, last_key = session_key(cfg, start), session_key(cfg, end)
     print(f"2/3 trading_cycle_job: replay of {args.sessions} sessions on book {DEMO_BOOK!r}, partitions "
           f"{first_key} .. {last_key}, one run (one engine replay) ...", flush=True)
-    defs.resolve_job_def("trading_cycle_job").execute_in_process(
-        instance=instance,
-        run_config={**QUIET, "ops": {"trading_cycle": {"config": {"book": DEMO_BOOK, "fresh": True}}}},
-        tags={
-            "dagster/asset_partition_range_start": first_key,
-            "dagster/asset_partition_range_end": last_key,
-            "foxlive/book": DEMO_BOOK,
-            "foxlive/demo": "replay",
-        },
-    )
-    print("3/3 results")
     store = StateStore(cfg.state_path)
+    with oracle_beside(cfg, market, cfg.symbols, run_id, start, end, DEMO_BOOK):
+        defs.resolve_job_def("trading_cycle_job").execute_in_process(
+            instance=instance,
+            run_config={**QUIET, "ops": {"trading_cycle": {"config": {"book": DEMO_BOOK, "fresh": True}}}},
+            tags={
+                "dagster/asset_partition_range_start": first_key,
+                "dagster/asset_partition_range_end": last_key,
+                "foxlive/book": DEMO_BOOK,
+                "foxlive/demo": "replay",
+            },
+        )
+    print("3/3 results")
     report = print_report(cfg, store, DEMO_BOOK)
     engine = TradingEngine(cfg, market, ModelStore(cfg.models_root).load(run_id, cfg), store)
-    print_capture(engine, report, start, end)
+    print_capture(engine, report)
     print(
         "\nOpen the UI on this instance and look at the lineage of these runs:\n"
         f"  DAGSTER_HOME={dagster_home} FOXLIVE_HOME={cfg.home} dg dev\n"

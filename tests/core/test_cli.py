@@ -166,3 +166,35 @@ def test_report_writes_json_and_plots_with_the_stores_figures(cli_env, capsys, t
     assert data["costs"]["spread"] > 0 and data["costs"]["impact"] == 0.0
     assert cli_env("report", "--book", "nobook") == 2
     assert "book 'nobook' does not exist" in capsys.readouterr().err
+
+
+def test_the_demo_trains_replays_and_says_what_the_book_captured(tmp_path, monkeypatch, capsys):
+    """The plain demo end to end on a small config. Its oracle replays beside the models' replay in a process
+    of its own: that book equals the same oracle replayed in this process, and the printed share is the
+    ratio of the two books' P&L."""
+    from foxlive_core.config import load_config
+    from foxlive_core.models.store import ModelStore
+    from foxlive_core.reports import load_report
+    from foxlive_core.signal_capture import replay_oracle
+    from foxlive_core.state import StateStore
+
+    monkeypatch.setenv(HOME_ENV_VAR, str(tmp_path / "home"))
+    path = write_config(tmp_path / "cfg", SMALL_TRAINING)
+    assert main(["--config", str(path), "demo", "--symbols", "12", "--sessions", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "1/3 training on 20 sessions" in out and "on book 'demo'" in out and "3/3 results" in out
+
+    cfg = load_config(path)
+    store = StateStore(cfg.state_path)
+    demo, oracle = load_report(cfg, store, "demo"), load_report(cfg, store, "demo_oracle")
+    assert len(store.cycles("demo")) == len(store.cycles("demo_oracle")) == 2 * 78
+    assert f"the oracle's book made {oracle.pnl:+,.2f} after costs" in out
+    share = f"{demo.pnl / oracle.pnl:.0%}" if oracle.pnl > 0 else "n/a (the oracle earned nothing)"
+    assert f"the models' book captured {share} of it" in out
+
+    (run_id,) = ModelStore(cfg.models_root).runs()
+    first, last = store.cycles("demo")["cycle_time"].iloc[[0, -1]]
+    replay_oracle(cfg, cfg.symbols[:12], run_id, first, last, "oracle_here")
+    columns = ["cycle_time", "cash", "portfolio_value", "n_orders", "n_fills", "fees"]
+    assert store.cycles("oracle_here")[columns].equals(store.cycles("demo_oracle")[columns])
+    assert store.cycles("demo_oracle")["n_fills"].sum() > 0

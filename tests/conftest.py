@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,19 @@ import yaml
 from foxlive_core.config import DEFAULT_CONFIG_PATH, HOME_ENV_VAR, _deep_merge, load_config
 
 REPO_CONFIG = DEFAULT_CONFIG_PATH.parent
+
+
+def pytest_configure(config):
+    """Give the suite's process the default SIGINT and SIGQUIT however it was started.
+
+    Run in the background of a non-interactive shell (``cmd &``), a process starts with both ignored, and
+    so does every process it starts. Dagster's processes then map SIGTERM to the ignored SIGINT, so
+    `dagster dev` outlived the daemon test's SIGTERM by its 30 s wait, in each run.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def write_config(directory: Path, overrides: dict | None = None, symbols: list[str] | None = None) -> Path:

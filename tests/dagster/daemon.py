@@ -81,9 +81,14 @@ def dagster_dev(workdir: Path, config_path: Path, home: Path, instance_yaml: Pat
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
-        # The webserver, the daemon and the code servers shut down in their own time; none may be left.
+        # The webserver, the daemon and the code servers shut down in their own time; none may be left. A
+        # code server can still be (re)started while they stop, after the first signal: it is signalled too.
         deadline = time.monotonic() + 30
         while _group(proc.pid) and time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                break
             time.sleep(0.5)
         leftover = _group(proc.pid)
         if leftover:

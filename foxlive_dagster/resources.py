@@ -63,13 +63,15 @@ def check_deployment(cfg: FoxliveConfig, deployment: str) -> None:
         )
 
 
-def _required_env(deployment: str) -> None:
-    missing = [name for name in (CONFIG_ENV_VAR, HOME_ENV_VAR) if not os.environ.get(name)]
+def _required_env(deployment: str, config_path: str, home: str) -> None:
+    given = {CONFIG_ENV_VAR: config_path, HOME_ENV_VAR: home}
+    missing = [name for name, value in given.items() if not value and not os.environ.get(name)]
     if missing:
+        what = {CONFIG_ENV_VAR: "the YAML file", HOME_ENV_VAR: "the directory of the state and models"}
         raise ConfigError(
             f"{DEPLOYMENT_ENV}={deployment} takes the configuration file and the home directory from the "
             f"environment, but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set; set "
-            f"{CONFIG_ENV_VAR} to the YAML file and {HOME_ENV_VAR} to the directory of the state and models"
+            + " and ".join(f"{name} to {what[name]}" for name in missing)
         )
 
 
@@ -147,8 +149,7 @@ def make_resources(config_path: str = "", home: str = "", deployment: str = "loc
     """Every resource of ``deployment``, configured from ``config_path``/``home`` or, when empty, from
     ``FOXLIVE_CONFIG``/``FOXLIVE_HOME`` at run time (in production: ``dg.EnvVar``, which must be set)."""
     if deployment == "production":
-        if not (config_path and home):
-            _required_env(deployment)
+        _required_env(deployment, config_path, home)
         config = FoxliveConfigResource(config_path=config_path or dg.EnvVar(CONFIG_ENV_VAR),
                                        home=home or dg.EnvVar(HOME_ENV_VAR), deployment=deployment)
     else:

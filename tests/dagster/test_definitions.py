@@ -198,6 +198,8 @@ def test_the_resources_are_chosen_per_deployment(tmp_path, monkeypatch):
     monkeypatch.setenv("FOXLIVE_DEPLOYMENT", "production")
     with pytest.raises(ConfigError, match="FOXLIVE_CONFIG and FOXLIVE_HOME are not set"):
         build_definitions()
+    with pytest.raises(ConfigError, match="but FOXLIVE_HOME is not set"):
+        build_definitions(str(real))
     monkeypatch.setenv("FOXLIVE_HOME", str(home))
     monkeypatch.setenv("FOXLIVE_CONFIG", str(simulated))
     with pytest.raises(ConfigError, match="production trades real data.*market.source 'simulated'"):

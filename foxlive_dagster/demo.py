@@ -17,7 +17,7 @@ import dagster as dg
 import pandas as pd
 
 from foxlive_core.config import DEFAULT_CONFIG_PATH, FoxliveConfig
-from foxlive_core.models.compiled import available_cores
+from foxlive_core.models.training import training_workers
 from foxlive_core.runtime import demo_window, make_market
 from foxlive_dagster.partitions import session_key
 
@@ -76,10 +76,9 @@ def run_demo(cfg: FoxliveConfig, args) -> int:
 
     print(f"1/3 training_job: trained_models -> active_models ({cfg.models.training.sessions} sessions before {start}) ...",
           flush=True)
-    workers = max(available_cores() // max(cfg.models.training.threads, 1), 1)
     with dg.execute_job(
         dg.reconstructable(demo_training_job), instance=instance,
-        run_config={**QUIET, **training_execution(workers),
+        run_config={**QUIET, **training_execution(training_workers(cfg)),
                     "ops": {"trained_models": {"config": {"end": (start - pd.Timedelta(seconds=1)).isoformat()}}}},
         tags={"foxlive/demo": "training"},
     ) as training:

@@ -224,6 +224,11 @@ class TrainingTask:
         return f"{self.horizon}_{self.kind}"
 
 
+def training_workers(cfg: FoxliveConfig) -> int:
+    """How many models to fit at once: the cores this process may use over ``models.training.threads``."""
+    return max(compiled.available_cores() // max(cfg.models.training.threads, 1), 1)
+
+
 def training_tasks(cfg: FoxliveConfig) -> list[TrainingTask]:
     """Every model a run trains, horizon by horizon: the return families, then the barrier classifiers."""
     kinds = (*cfg.models.families, *BARRIER_KINDS)
@@ -510,9 +515,7 @@ def train_models(
     from tqdm.auto import tqdm
 
     tasks = training_tasks(cfg)
-    if workers is None:
-        workers = compiled.available_cores() // max(cfg.models.training.threads, 1)
-    workers = max(1, min(workers, len(tasks)))
+    workers = max(1, min(training_workers(cfg) if workers is None else workers, len(tasks)))
     run_id = prepare_training(cfg, market, end, symbols=symbols, run_id=run_id)
     try:
         bar = tqdm(total=len(tasks), desc="training", unit="model", disable=not progress)

@@ -483,7 +483,7 @@ def cmd_demo(cfg, args) -> int:
         engine.replay("demo", start, end, progress=not args.quiet)
     print("3/3 results")
     report = print_report(cfg, engine.store, "demo")
-    print_capture(engine, report)
+    print_capture(cfg, engine.store, market, report)
     print("\nexplain a decision: foxlive explain SYMBOL --book demo; where the edge goes: foxlive attribution --book demo")
     return 0
 
@@ -500,13 +500,14 @@ def oracle_beside(cfg, market, symbols, run_id: str, start, end, book: str):
     return oracle_replays_beside(cfg, symbols, run_id, start, end, {f"{book}_oracle": "planted"})
 
 
-def print_capture(engine, report) -> None:
+def print_capture(cfg, store, market, report) -> None:
     """What the models' book kept of its edge, and (on the simulated market) of the planted signal's.
 
     Prints the attributed IC of the raw models and of the arbitrated alpha at the horizon the
     book chose most (from ``report``, the book's :class:`~foxlive_core.reports.Report`), and,
     from the oracle's replay of the same cycles (book ``<book>_oracle``, :func:`oracle_beside`),
-    how much of the oracle's P&L the models' book captured.
+    how much of the oracle's P&L the models' book captured (both books read from ``store``; the
+    planted signal exists only when ``market`` is the simulated one).
     """
     from foxlive_core.attribution import traded_horizon
     from foxlive_core.reports import load_report
@@ -524,11 +525,11 @@ def print_capture(engine, report) -> None:
     print(f"  edge kept at {traded} (where {entries[traded]} of {sum(entries.values())} entries were chosen): "
           f"best raw model ({raw['family']}) rank IC {raw['mean_ic']:+.3f}, arbitrated alpha {arb['mean_ic']:+.3f} "
           f"({arb['mean_ic'] / raw['mean_ic']:.0%})")
-    if not hasattr(engine.market, "planted_expected_return"):
+    if not hasattr(market, "planted_expected_return"):
         return
-    oracle = load_report(engine.cfg, engine.store, f"{book}_oracle").pnl
+    oracle = load_report(cfg, store, f"{book}_oracle").pnl
     ratio = f"{report.pnl / oracle:.0%}" if oracle > 0 else "n/a (the oracle earned nothing)"
-    sim = engine.cfg.market.simulated
+    sim = cfg.market.simulated
     print(f"  planted signal (reversal {sim.reversal_strength:g}, drift {sim.drift_strength:g} bp/bar): the oracle's "
           f"book made {oracle:+,.2f} after costs on the same cycles; the models' book captured {ratio} of it")
 

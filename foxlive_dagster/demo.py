@@ -56,7 +56,6 @@ def prepare_dagster_home(cfg: FoxliveConfig) -> Path:
 
 def run_demo(cfg: FoxliveConfig, args) -> int:
     from foxlive_core.cli import oracle_beside, print_capture, print_report
-    from foxlive_core.engine import TradingEngine
     from foxlive_core.models.store import ModelStore
     from foxlive_core.state import StateStore
     from foxlive_dagster.definitions import build_definitions
@@ -105,8 +104,7 @@ def run_demo(cfg: FoxliveConfig, args) -> int:
         )
     print("3/3 results")
     report = print_report(cfg, store, DEMO_BOOK)
-    engine = TradingEngine(cfg, market, ModelStore(cfg.models_root).load(run_id, cfg), store)
-    print_capture(engine, report)
+    print_capture(cfg, store, market, report)
     print(
         "\nOpen the UI on this instance and look at the lineage of these runs:\n"
         f"  DAGSTER_HOME={dagster_home} FOXLIVE_HOME={cfg.home} dg dev\n"

@@ -783,8 +783,12 @@ class TradingEngine:
                            result.decision.target_weight, tr["price"], fills,
                            tr["increases"] & (result.decision.shares != 0))  # a rejected order entered nothing
 
-    def batch_inputs(self, times: pd.DatetimeIndex, chunk_sessions: int = 5):
-        """Yield the CycleInputs of each time, loading bars, features and predictions a few sessions at a time."""
+    def batch_inputs(self, times: pd.DatetimeIndex, chunk_sessions: int = 5, raw_pred: np.ndarray | None = None):
+        """Yield the CycleInputs of each time, loading bars, features and predictions a few sessions at a time.
+
+        ``raw_pred`` (H, Fam, C, N) over ``times``, when given, stands in for the return models'
+        predictions, which are then not computed (the barrier models still are).
+        """
         sessions = self.market.calendar.session_dates(times)
         boundaries = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1]])
         starts = list(boundaries[::chunk_sessions]) + [len(times)]
@@ -792,5 +796,8 @@ class TradingEngine:
             chunk = times[s0:s1]
             panel = self.load_bars(chunk)
             X = self.cycle_features(panel, chunk)
-            pred, barrier = self.predict(X)
+            if raw_pred is None:
+                pred, barrier = self.predict(X)
+            else:
+                pred, barrier = np.array(raw_pred[:, :, s0:s1]), self.models.predict_barrier_cycles(X)
             yield from self.iter_inputs(chunk, panel, X, pred, barrier)

@@ -75,9 +75,9 @@ def oracle_inputs(engine: TradingEngine, times: pd.DatetimeIndex, chunk_sessions
     # (H, C, N) over the whole range at once; the calendar's bars in [first, last] are exactly ``times``.
     expected = np.expm1(oracle_expected_return(engine.market, engine.symbols, times[0], times[-1],
                                                engine.info.horizon_bars, oracle))
-    n_fam = len(engine.info.families)
-    for c, inputs in enumerate(engine.batch_inputs(times, chunk_sessions)):
-        yield dataclasses.replace(inputs, raw_pred=np.broadcast_to(expected[:, c], (n_fam, *expected.shape[::2])).copy())
+    H, C, N = expected.shape
+    raw_pred = np.broadcast_to(expected[:, None], (H, len(engine.info.families), C, N))
+    return engine.batch_inputs(times, chunk_sessions, raw_pred=raw_pred)
 
 
 def replay_oracle(cfg: FoxliveConfig, symbols: tuple[str, ...], run_id: str, start: pd.Timestamp, end: pd.Timestamp,

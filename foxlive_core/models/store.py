@@ -181,9 +181,13 @@ class ModelSet:
     def predict_cycles(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw predictions (H, Fam, C, N) and barrier probabilities (H, 2, C, N) for features X (C, N, F)."""
         C, N, F = X.shape
-        flat = X.reshape(C * N, F)
-        return (self.predict(flat).reshape(len(self.horizons), len(self.families), C, N),
-                self.predict_barriers(flat).reshape(len(self.horizons), 2, C, N))
+        return (self.predict(X.reshape(C * N, F)).reshape(len(self.horizons), len(self.families), C, N),
+                self.predict_barrier_cycles(X))
+
+    def predict_barrier_cycles(self, X: np.ndarray) -> np.ndarray:
+        """Barrier probabilities (H, 2, C, N) for features X (C, N, F)."""
+        C, N, F = X.shape
+        return self.predict_barriers(X.reshape(C * N, F)).reshape(len(self.horizons), 2, C, N)
 
 
 _pools: dict[int, ThreadPoolExecutor] = {}

@@ -400,3 +400,25 @@ def test_a_jump_beyond_the_limit_a_missing_bar_and_a_repaired_bar_are_each_named
     assert flags[5, 1] == "filled" and flags[6, 1] == ""
     assert (flags[:, 2] == "").all()
     assert (flags[:, 3:] == "").all()
+
+
+def test_given_return_predictions_stand_in_for_the_models_which_are_not_run(engine_home):
+    # The oracle replays pass their own predictions: the return models must not run for them (half of
+    # an oracle replay's inference), and every other input must be what the models' own replay gets.
+    engine = engine_home()
+    times = engine.cycle_times("2025-05-01T13:35Z", "2025-05-02T20:00Z")
+    own = list(engine.batch_inputs(times, chunk_sessions=1))
+    H, Fam, C, N = len(engine.info.horizons), len(engine.info.families), len(times), len(engine.symbols)
+    given = np.arange(H * Fam * C * N, dtype=np.float64).reshape(H, Fam, C, N)
+
+    def refuse(X):
+        raise AssertionError("the return models ran although their predictions were given")
+
+    engine.models.predict = refuse
+    stood_in = list(engine.batch_inputs(times, chunk_sessions=1, raw_pred=given))
+    assert len(stood_in) == len(own) == C
+    for c, (a, b) in enumerate(zip(own, stood_in)):
+        np.testing.assert_array_equal(b.raw_pred, given[:, :, c, :].swapaxes(0, 1))  # (Fam, H, N)
+        np.testing.assert_array_equal(b.barrier_prob, a.barrier_prob)
+        np.testing.assert_array_equal(b.close, a.close)
+        assert b.time == a.time and b.session == a.session

@@ -143,6 +143,7 @@ def compile_beside(model_path: Path, source_sha256: str) -> dict | None:
         # interleave and lose it), and create_shared already compiles on every core.
         with _BUILD_LOCK, tempfile.TemporaryDirectory(prefix=".build-", dir=directory) as build:
             # tl2cgen prints its progress through Python's print; the build's output is not the user's.
+            _route_tl2cgen_log()
             with contextlib.redirect_stdout(io.StringIO()):
                 forest = treelite.frontend.load_lightgbm_model(str(model_path))
                 tl2cgen.generate_c_code(forest, dirpath=build, params=dict(CODEGEN_PARAMS))
@@ -154,6 +155,20 @@ def compile_beside(model_path: Path, source_sha256: str) -> dict | None:
         return None
     return {"file": target.name, "sha256": sha256_file(target), "source_sha256": source_sha256,
             **build_key(), "compiler": _compiler_version()}
+
+
+def _route_tl2cgen_log() -> None:
+    """Send tl2cgen's log messages in this thread through its Python callback (which prints to sys.stdout).
+
+    The callback is registered per thread, and tl2cgen registers it only in the thread
+    that imports it; in any other thread its native code writes straight to the process's
+    stderr, where redirect_stdout cannot hold it (one line per model trained).
+    """
+    from tl2cgen import libloader
+
+    lib = getattr(libloader, "_LIB", None)
+    if lib is not None and hasattr(lib, "log_callback"):
+        lib.TL2cgenRegisterLogCallback(lib.log_callback)
 
 
 def load_verified(library: Path, record: dict, fallback, where: str) -> CompiledForest | None:

@@ -134,6 +134,23 @@ def test_compiled_lightgbm_equals_native_bit_for_bit(fitted, tmp_path, objective
     assert np.array_equal(raw[~misread], native[~misread]) and not np.array_equal(raw[misread], native[misread])
 
 
+def test_a_build_on_another_thread_writes_nothing_to_the_terminal(fitted, tmp_path, capfd):
+    # tl2cgen's native log reaches Python only in the thread that imported it; from any other
+    # (training fits models on a pool of threads) it went straight to fd 2, a line per model.
+    import threading
+
+    import tl2cgen  # noqa: F401  imported here, in this thread, so the build below runs in another
+
+    model, _ = fitted[("regression", "lightgbm")]
+    records = []
+    builder = threading.Thread(target=lambda: records.append(_compile(model, tmp_path / "built")[0]))
+    builder.start()
+    builder.join()
+    assert records and records[0]["file"] == compiled.LIBRARY_FILE
+    out, err = capfd.readouterr()
+    assert "compilation" not in err and "compilation" not in out, err
+
+
 @pytest.mark.filterwarnings("ignore:.*unknown key \"cats\":UserWarning")
 def test_compiled_xgboost_misses_the_tolerance_so_xgboost_stays_native(fitted, tmp_path):
     """treelite 4.1 (the version tl2cgen 1.0 embeds) reads XGBoost 3's base score as 0.

@@ -187,3 +187,29 @@ def test_forward_returns_and_barrier_labels_by_hand():
     assert (peak[0, 0], valley[0, 0]) == (1.0, 0.0)
     assert (peak[1, 0], valley[1, 0]) == (0.0, 1.0)
     assert np.isnan(peak[2:, 0]).all()
+
+
+@pytest.mark.parametrize("objective", ["regression", "binary"])
+def test_xgboost_fits_the_model_its_plain_dmatrix_would(make_config, objective):
+    # families.fit reads the rows into a QuantileDMatrix (binned as read: faster); the model must be the
+    # one xgboost.train makes from a plain DMatrix with the configured parameters, byte for byte.
+    import xgboost as xgb
+
+    from foxlive_core.models import families
+
+    cfg = make_config({"models": {"xgboost": {"num_boost_round": 40}}})
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(4000, 6))
+    y = X[:, 0] * 0.5 - X[:, 1] + rng.normal(size=4000)
+    if objective == "binary":
+        y = (y > 0).astype(float)
+    p = cfg.models.xgboost
+    params = {"objective": "binary:logistic" if objective == "binary" else "reg:squarederror",
+              "eta": p.learning_rate, "max_depth": p.max_depth, "min_child_weight": p.min_child_weight,
+              "subsample": p.subsample, "colsample_bytree": p.colsample_bytree, "lambda": p.reg_lambda,
+              "tree_method": "hist", "seed": 7, "nthread": cfg.models.training.threads}
+    plain = xgb.train(params, xgb.DMatrix(X, label=y), num_boost_round=40)
+    plain.set_param({"nthread": 1})
+    fitted = families.fit("xgboost", objective, X, y, cfg, 7).native
+    assert fitted.save_raw("json") == plain.save_raw("json")
+    np.testing.assert_array_equal(fitted.inplace_predict(X), plain.inplace_predict(X))

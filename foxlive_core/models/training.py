@@ -17,10 +17,12 @@ importance is kept in ``model_meta.json`` as a list in importance order.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -319,6 +321,40 @@ def _read_plan(data: Path) -> dict:
     return json.loads(path.read_text())
 
 
+class _RecentBins:
+    """The constructed LightGBM datasets of the last few row sets fitted in this process, by row-set key.
+
+    A horizon's tasks are queued together, so two entries serve two training threads; an
+    evicted entry costs only the time of finding the bins again.
+    """
+
+    def __init__(self, size: int = 2) -> None:
+        self._size, self._datasets, self._lock = size, {}, threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            return self._datasets.get(key)
+
+    def keep(self, key, dataset) -> None:
+        with self._lock:
+            self._datasets.setdefault(key, dataset)
+            while len(self._datasets) > self._size:
+                self._datasets.pop(next(iter(self._datasets)))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._datasets.clear()
+
+
+_LIGHTGBM_BINS = _RecentBins()
+
+
+def _rows_key(tmp_dir: Path, rows: np.ndarray) -> tuple:
+    """Which prepared data (the file, as written) and which of its rows: equal keys, equal training rows."""
+    stat = (tmp_dir / STAGING / "X.npy").stat()
+    return str(tmp_dir), stat.st_ino, stat.st_mtime_ns, hashlib.sha256(np.ascontiguousarray(rows).data).hexdigest()
+
+
 def fit_training_task(cfg: FoxliveConfig, run_id: str, task: TrainingTask) -> dict:
     """Fit one task of a prepared run; write its model, ``model_meta.json`` and its results for the run.
 
@@ -357,7 +393,15 @@ def fit_training_task(cfg: FoxliveConfig, run_id: str, task: TrainingTask) -> di
     yf = target.reshape(T * N)
     family = cfg.models.barrier_family if task.kind in BARRIER_KINDS else task.kind
     objective = "binary" if task.kind in BARRIER_KINDS else "regression"
-    model = families.fit(family, objective, np.asarray(Xf[tr_idx]), yf[tr_idx], cfg, tcfg.seed)
+    if family == "lightgbm":
+        # A horizon's return and barrier models train on the same rows: the first LightGBM fit finds
+        # their bins, the others borrow them (the same models, byte for byte).
+        key = _rows_key(tmp_dir, tr_idx)
+        train_set = families.lightgbm_dataset(np.asarray(Xf[tr_idx]), yf[tr_idx], _LIGHTGBM_BINS.get(key))
+        model = families.fit(family, objective, train_set, yf[tr_idx], cfg, tcfg.seed)
+        _LIGHTGBM_BINS.keep(key, train_set)
+    else:
+        model = families.fit(family, objective, np.asarray(Xf[tr_idx]), yf[tr_idx], cfg, tcfg.seed)
     directory = tmp_dir / task.horizon / task.kind
     directory.mkdir(parents=True, exist_ok=True)
     model_path = model.save(directory)
@@ -534,6 +578,9 @@ def train_models(
                 for fit in fits:
                     fit.cancel()
                 raise
+            finally:
+                pool.shutdown(wait=True)
+                _LIGHTGBM_BINS.clear()
         bar.close()
         return assemble_training(cfg, run_id, activate=activate, activated_by=activated_by)
     except BaseException:

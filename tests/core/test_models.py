@@ -213,3 +213,30 @@ def test_xgboost_fits_the_model_its_plain_dmatrix_would(make_config, objective):
     fitted = families.fit("xgboost", objective, X, y, cfg, 7).native
     assert fitted.save_raw("json") == plain.save_raw("json")
     np.testing.assert_array_equal(fitted.inplace_predict(X), plain.inplace_predict(X))
+
+
+def test_lightgbm_models_that_borrow_the_bins_of_the_same_rows_are_the_same_models(make_config):
+    # A horizon's LightGBM return and barrier models fit the same rows: the barrier fits borrow the bins
+    # the return fit found. Borrowed bins must leave every model byte for byte as its own bins make it.
+    from foxlive_core.models import families
+
+    cfg = make_config({"models": {"lightgbm": {"num_boost_round": 30, "min_data_in_leaf": 20}}})
+    rng = np.random.default_rng(9)
+    X = rng.standard_t(3, size=(6000, 5)) * [1.0, 10.0, 0.01, 1.0, 1.0]
+    X[::7, 3] = 0.0  # LightGBM's zero bin
+    y = X[:, 0] - 0.1 * X[:, 1] + rng.normal(size=6000)
+    label = (y > 0).astype(float)
+
+    def text(model):
+        return model.native.model_to_string()
+
+    lender = families.lightgbm_dataset(X, y)
+    first = families.fit("lightgbm", "regression", lender, y, cfg, 3)
+    assert text(first) == text(families.fit("lightgbm", "regression", X, y, cfg, 3))
+    borrowed = families.fit("lightgbm", "binary", families.lightgbm_dataset(X, label, lender), label, cfg, 3)
+    assert text(borrowed) == text(families.fit("lightgbm", "binary", X, label, cfg, 3))
+    # Bins of other rows are other bins: borrowing is only for the same rows (training keys it by them).
+    other = families.lightgbm_dataset(X[:500] * 3, y[:500])
+    families.fit("lightgbm", "regression", other, y[:500], cfg, 3)
+    assert text(families.fit("lightgbm", "binary", families.lightgbm_dataset(X, label, other), label, cfg, 3)) \
+        != text(borrowed)

@@ -331,6 +331,11 @@ def blob_to_array(blob: bytes) -> np.ndarray:
     return np.load(io.BytesIO(blob), allow_pickle=False)
 
 
+def _read_only(arr: np.ndarray) -> np.ndarray:
+    arr.flags.writeable = False
+    return arr
+
+
 @dataclass(frozen=True)
 class Intent:
     """An order a live cycle recorded before sending it, and what became of it (see ``INTENTS``).
@@ -381,7 +386,9 @@ class BookState:
 
     ``holdings`` are the book's cash and positions (the fold of its ledger);
     ``arrays`` holds the pipeline's buffers keyed by name; their symbol axis
-    follows ``symbols`` (see :func:`foxlive_core.decide.align_buffers`).
+    follows ``symbols`` (see :func:`foxlive_core.decide.align_buffers`). As
+    :meth:`StateStore.load` returns them they are read-only (the pipeline
+    makes new buffers; the store keeps these to spare the next load).
     """
 
     book: str
@@ -460,6 +467,10 @@ class StateStore:
             self.schema_version = migrate(self._conn, self.path)
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state store {self.path} is not a usable SQLite database ({exc}); move it aside and start a new book") from exc
+        # book -> (PRAGMA data_version, read-only arrays): each book's buffers as this connection last read or
+        # wrote them. SQLite changes data_version whenever another connection commits, so an unchanged
+        # version means the stored buffers are these, and a live cycle need not read megabytes back.
+        self._arrays_cache: dict[str, tuple[int, dict[str, np.ndarray]]] = {}
 
     def close(self) -> None:
         self._conn.close()
@@ -467,6 +478,21 @@ class StateStore:
     def transaction(self):
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error)."""
         return immediate_transaction(self._conn)
+
+    @contextmanager
+    def _snapshot(self):
+        """A read transaction, so that what the block reads is one committed state (within a transaction: it)."""
+        if self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._conn.execute("COMMIT")
+
+    def _data_version(self) -> int:
+        return self._conn.execute("PRAGMA data_version").fetchone()[0]
 
     # ------------------------------------------------------------------ books
 
@@ -496,22 +522,31 @@ class StateStore:
             for table in ("book_state", "book_positions", "book_arrays", "cycles", "cycle_columns", "orders", "events",
                           "attribution", "attribution_state", "ledger", "intents"):
                 c.execute(f"DELETE FROM {table} WHERE book=?", (book,))
+        self._arrays_cache.pop(book, None)
         # After the commit: a crash in between leaves files no row references, which the next chunk overwrites.
         shutil.rmtree(self._book_columns_dir(book), ignore_errors=True)
 
     def load(self, book: str) -> BookState:
-        row = self._conn.execute(
-            "SELECT cash, high_water_mark, start_of_day_value, session_date, last_cycle_time, cycle_count, trading_state, "
-            "halt_reason, halted_at, halted_by, symbols, model_run_id FROM book_state WHERE book=?",
-            (book,),
-        ).fetchone()
-        if row is None:
-            raise StateError(f"book {book!r} does not exist in {self.path}; known books: {self.books()}")
-        positions = {
-            s: (int(q), float(p))
-            for s, q, p in self._conn.execute("SELECT symbol, quantity, avg_price FROM book_positions WHERE book=?", (book,))
-        }
-        arrays = {n: blob_to_array(b) for n, b in self._conn.execute("SELECT name, data FROM book_arrays WHERE book=?", (book,))}
+        with self._snapshot():
+            row = self._conn.execute(
+                "SELECT cash, high_water_mark, start_of_day_value, session_date, last_cycle_time, cycle_count, "
+                "trading_state, halt_reason, halted_at, halted_by, symbols, model_run_id FROM book_state WHERE book=?",
+                (book,),
+            ).fetchone()
+            if row is None:
+                raise StateError(f"book {book!r} does not exist in {self.path}; known books: {self.books()}")
+            positions = {
+                s: (int(q), float(p))
+                for s, q, p in self._conn.execute("SELECT symbol, quantity, avg_price FROM book_positions WHERE book=?",
+                                                  (book,))
+            }
+            version = self._data_version()
+            cached = self._arrays_cache.get(book)
+            if cached is None or cached[0] != version:
+                stored = {n: blob_to_array(b)
+                          for n, b in self._conn.execute("SELECT name, data FROM book_arrays WHERE book=?", (book,))}
+                cached = self._arrays_cache[book] = (version, {n: _read_only(a) for n, a in stored.items()})
+        arrays = dict(cached[1])
         return BookState(
             book=book,
             holdings=Holdings(float(row[0]), positions),
@@ -563,6 +598,7 @@ class StateStore:
         digest = hashlib.sha256(columns).hexdigest()
         inline = len(columns) <= INLINE_COLUMNS_BYTES
         relpath = None if inline else self._write_columns(state.book, times[0], columns)
+        cached = self._arrays_cache.pop(state.book, None)
         with self.transaction() as c:
             if lock is not None:
                 self._renew_lock(c, state.book, *lock)
@@ -612,6 +648,8 @@ class StateStore:
                 "INSERT OR REPLACE INTO book_arrays (book, name, data) VALUES (?, ?, ?)",
                 [(state.book, n, array_to_blob(a)) for n, a in state.arrays.items()],
             )
+            # Read under the write lock: no other commit can come between it and this one (which leaves it as it is).
+            version = self._data_version()
             c.executemany(
                 "INSERT INTO cycles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -640,6 +678,9 @@ class StateStore:
                     "INSERT INTO events (book, time, kind, actor, reason, details) VALUES (?, ?, ?, ?, ?, ?)",
                     (state.book, now, kind, actor, reason_text, json.dumps(details, default=str)),
                 )
+        if cached is not None:  # what the book's rows now hold: the buffers read before, as this commit replaced them
+            committed = {n: a if not a.flags.writeable else _read_only(a.copy()) for n, a in state.arrays.items()}
+            self._arrays_cache[state.book] = (version, {**cached[1], **committed})
         return trading_state, reason
 
     # ------------------------------------------------------------------ order intents (crash safety)

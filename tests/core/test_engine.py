@@ -422,3 +422,24 @@ def test_given_return_predictions_stand_in_for_the_models_which_are_not_run(engi
         np.testing.assert_array_equal(b.barrier_prob, a.barrier_prob)
         np.testing.assert_array_equal(b.close, a.close)
         assert b.time == a.time and b.session == a.session
+
+
+def test_a_cycle_reads_the_buffers_another_process_committed_not_the_ones_it_kept(engine_home):
+    # Each store keeps the buffers it last read or wrote, to spare a live cycle reading them back; a
+    # commit by another connection (another process) must make it read them again. Two engines, two
+    # connections to one database, take turns on one book: it must end as one engine running every cycle.
+    from foxlive_core.engine import TradingEngine
+
+    engine = engine_home(ACTIVE)
+    other = TradingEngine(engine.cfg, engine.market, engine.models, StateStore(engine.cfg.state_path),
+                          symbols=engine.symbols)
+    times = bar_times(engine, DAY1, 12)
+    for c, t in enumerate(times):
+        engine.run_cycle("one", t)
+        (engine if c % 3 else other).run_cycle("turns", t)  # cycles 0, 3, 6, 9 by the other connection
+    assert_same_books(engine.store, "one", "turns")
+    assert_same_books(other.store, "one", "turns")
+    state = engine.store.load("turns")
+    with pytest.raises(ValueError, match="read-only"):
+        state.arrays["z_buffer"][...] = 0.0  # the kept buffers cannot be changed behind the store's back
+    np.testing.assert_array_equal(engine.store.load("turns").arrays["z_buffer"], other.store.load("turns").arrays["z_buffer"])

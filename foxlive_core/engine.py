@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import time as _time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -684,7 +685,7 @@ class TradingEngine:
         return self.market.calendar.bar_times(to_utc(start), to_utc(end))
 
     def replay(self, book: str, start, end, *, resume: bool = False, progress: bool = False, on_cycle=None,
-               chunk_sessions: int = 5, commit_sessions: int = 1) -> ReplaySummary:
+               chunk_sessions: int = 1, commit_sessions: int = 1) -> ReplaySummary:
         """Replay every cycle in [start, end] on ``book`` (never the live book); returns a summary.
 
         The book is restarted with the starting cash, so a replay of a range
@@ -693,7 +694,8 @@ class TradingEngine:
         a crash stops at a commit boundary). A halted (or reducing) book is
         refused until it is resumed: restarting it would lift the halt. Inputs are gathered
         ``chunk_sessions`` sessions at a time (features and one inference call
-        per model for the whole chunk); every ``commit_sessions`` sessions of
+        per model for the whole chunk, the next chunk's made while this one's
+        cycles run); every ``commit_sessions`` sessions of
         cycles are committed in one transaction. The results are read back
         from the store (``cycles``, ``orders``, ``decisions``, ``cycle_trace``).
         """
@@ -783,16 +785,21 @@ class TradingEngine:
                            result.decision.target_weight, tr["price"], fills,
                            tr["increases"] & (result.decision.shares != 0))  # a rejected order entered nothing
 
-    def batch_inputs(self, times: pd.DatetimeIndex, chunk_sessions: int = 5, raw_pred: np.ndarray | None = None):
+    def batch_inputs(self, times: pd.DatetimeIndex, chunk_sessions: int = 1, raw_pred: np.ndarray | None = None):
         """Yield the CycleInputs of each time, loading bars, features and predictions a few sessions at a time.
 
-        ``raw_pred`` (H, Fam, C, N) over ``times``, when given, stands in for the return models'
-        predictions, which are then not computed (the barrier models still are).
+        The next chunk's bars, features and predictions are made on a worker thread while the
+        caller steps through this chunk's cycles: inference releases the GIL, so on two cores it
+        runs beside the decisions instead of before them. ``raw_pred`` (H, Fam, C, N) over
+        ``times``, when given, stands in for the return models' predictions, which are then not
+        computed (the barrier models still are).
         """
         sessions = self.market.calendar.session_dates(times)
         boundaries = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1]])
         starts = list(boundaries[::chunk_sessions]) + [len(times)]
-        for s0, s1 in zip(starts[:-1], starts[1:]):
+        spans = list(zip(starts[:-1], starts[1:]))
+
+        def pieces(s0: int, s1: int):
             chunk = times[s0:s1]
             panel = self.load_bars(chunk)
             X = self.cycle_features(panel, chunk)
@@ -800,4 +807,15 @@ class TradingEngine:
                 pred, barrier = self.predict(X)
             else:
                 pred, barrier = np.array(raw_pred[:, :, s0:s1]), self.models.predict_barrier_cycles(X)
-            yield from self.iter_inputs(chunk, panel, X, pred, barrier)
+            return chunk, panel, X, pred, barrier
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="foxlive-inputs")
+        try:
+            ahead = pool.submit(pieces, *spans[0]) if spans else None
+            for k in range(len(spans)):
+                chunk, panel, X, pred, barrier = ahead.result()
+                ahead = pool.submit(pieces, *spans[k + 1]) if k + 1 < len(spans) else None
+                yield from self.iter_inputs(chunk, panel, X, pred, barrier)
+        finally:
+            # A consumer that stops early (an error, a halt, Ctrl-C) waits for at most the chunk in flight.
+            pool.shutdown(wait=True, cancel_futures=True)

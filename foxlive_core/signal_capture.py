@@ -70,7 +70,7 @@ def oracle_expected_return(market, symbols, start, end, horizon_bars, oracle: st
     return method(symbols, start, end, horizon_bars)
 
 
-def oracle_inputs(engine: TradingEngine, times: pd.DatetimeIndex, chunk_sessions: int = 5, oracle: str = "planted"):
+def oracle_inputs(engine: TradingEngine, times: pd.DatetimeIndex, chunk_sessions: int = 1, oracle: str = "planted"):
     """The engine's CycleInputs over ``times`` with every family's prediction replaced by an oracle's (see ORACLES)."""
     # (H, C, N) over the whole range at once; the calendar's bars in [first, last] are exactly ``times``.
     expected = np.expm1(oracle_expected_return(engine.market, engine.symbols, times[0], times[-1],

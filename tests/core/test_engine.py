@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pandas as pd
@@ -12,7 +14,7 @@ import pytest
 
 from foxlive_core.data.types import QuoteSnapshot
 from foxlive_core.decide import align_buffers, empty_buffers
-from foxlive_core.errors import StateError
+from foxlive_core.errors import DataError, StateError
 from foxlive_core.state import StateStore
 from tests.conftest import ACTIVE
 
@@ -422,6 +424,40 @@ def test_given_return_predictions_stand_in_for_the_models_which_are_not_run(engi
         np.testing.assert_array_equal(b.barrier_prob, a.barrier_prob)
         np.testing.assert_array_equal(b.close, a.close)
         assert b.time == a.time and b.session == a.session
+
+
+def test_the_next_sessions_inputs_are_made_on_a_worker_while_this_sessions_cycles_run(engine_home):
+    # Inference releases the GIL: made one chunk ahead on a worker thread it runs beside the decisions.
+    engine = engine_home()
+    times = engine.cycle_times("2025-05-01T13:35Z", "2025-05-05T20:00Z")  # Thu, Fri, Mon: 3 x 78 bars
+    calls, second_made = [], threading.Event()
+    real = engine.predict
+
+    def predict(X):
+        calls.append((threading.current_thread().name, X.shape[0]))
+        if len(calls) == 2:
+            second_made.set()
+        if len(calls) == 3:
+            raise DataError("the third session's bars are bad")
+        return real(X)
+
+    engine.predict = predict
+    inputs = engine.batch_inputs(times, chunk_sessions=1)
+    assert next(inputs).time == times[0]
+    assert second_made.wait(30), "the second session's inputs were not made while the first's cycles ran"
+    assert [size for _, size in calls] == [78, 78]
+    assert all(name.startswith("foxlive-inputs") for name, _ in calls)
+    assert [inp.time for inp in itertools.islice(inputs, 155)] == list(times[1:156])
+    # The worker's error reaches the consumer at the chunk it spoils, and the worker is gone after it.
+    with pytest.raises(DataError, match="third session"):
+        next(inputs)
+    assert not [t for t in threading.enumerate() if t.name.startswith("foxlive-inputs")]
+    # A consumer that stops early leaves no worker behind either.
+    engine.predict = real
+    early = engine.batch_inputs(times, chunk_sessions=1)
+    next(early)
+    early.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("foxlive-inputs")]
 
 
 def test_a_cycle_reads_the_buffers_another_process_committed_not_the_ones_it_kept(engine_home):

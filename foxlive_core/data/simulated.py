@@ -128,6 +128,8 @@ def resolve_columns(universe: Sequence[str], symbols) -> tuple[tuple[str, ...], 
     if symbols is None:
         return tuple(universe), np.arange(len(universe), dtype=np.intp)
     syms = (symbols,) if isinstance(symbols, str) else tuple(symbols)
+    if syms == tuple(universe):  # the engine asks for its whole universe on every bar
+        return syms, np.arange(len(syms), dtype=np.intp)
     index = {s: i for i, s in enumerate(universe)}
     unknown = [s for s in syms if s not in index]
     if unknown:
@@ -733,19 +735,29 @@ class SimulatedMarket:
         at_ns = ns_of(at)
         self._check(at_ns, at_ns)
         fields = ("close", "spread_bps", "bid_size", "ask_size")
-        times, data = self._ending_at(cols, at_ns, 2 * self._regular_bars, fields)
-        row, has = latest_valid_rows(np.isfinite(data["close"]))
-        pick = np.arange(len(syms))
-        mid = np.where(has, data["close"][row, pick], np.nan)
-        half = 0.5e-4 * mid * data["spread_bps"][row, pick]
-        time = np.where(has, times[row], np.iinfo(np.int64).min).astype("datetime64[ns]")
+        # Most symbols quote from the latest bar; only those missing it are searched further back.
+        times, data = self._ending_at(cols, at_ns, 1, fields)
+        has = np.isfinite(data["close"][-1])
+        time_ns = np.where(has, times[-1], np.iinfo(np.int64).min)
+        latest = {f: data[f][-1].copy() for f in fields}
+        stale = np.flatnonzero(~has)
+        if len(stale):
+            times, data = self._ending_at(cols[stale], at_ns, 2 * self._regular_bars, fields)
+            row, found = latest_valid_rows(np.isfinite(data["close"]))
+            pick = np.arange(len(stale))
+            has[stale] = found
+            time_ns[stale] = np.where(found, times[row], np.iinfo(np.int64).min)
+            for f in fields:
+                latest[f][stale] = data[f][row, pick]
+        mid = np.where(has, latest["close"], np.nan)
+        half = 0.5e-4 * mid * latest["spread_bps"]
         return QuoteSnapshot(
             syms,
             mid - half,
             mid + half,
-            np.where(has, data["bid_size"][row, pick], 0.0),
-            np.where(has, data["ask_size"][row, pick], 0.0),
-            time,
+            np.where(has, latest["bid_size"], 0.0),
+            np.where(has, latest["ask_size"], 0.0),
+            time_ns.astype("datetime64[ns]"),
         )
 
     def adv(self, symbols, at) -> np.ndarray:

@@ -299,6 +299,31 @@ def test_quote_of_a_missing_bar_is_the_previous_bar():
     assert q.mid[0] == pytest.approx(p.close[row - 1, col], rel=1e-12)
 
 
+@pytest.mark.parametrize("missing", [0.3, 0.985])
+def test_each_quote_is_the_latest_bar_with_a_price_in_the_last_two_sessions(missing):
+    # A plain scan per symbol: back from `at` over the last 2 x 78 bars to the first finite close.
+    m = SimulatedMarket(SYMBOLS, make_market(missing_bar_prob=missing))
+    nobody = 0
+    for at in ["2025-01-08T14:35Z", "2025-01-08T14:37Z", "2025-01-09T03:00Z", "2025-01-10T17:10Z"]:
+        q = m.quotes(None, at)
+        p = m.bars_ending_at(None, at, 156)
+        spread = m.spread_bps(None, p.times[0], p.times[-1])
+        for j in range(len(SYMBOLS)):
+            rows = [r for r in range(155, -1, -1) if np.isfinite(p.close[r, j])]
+            if not rows:
+                nobody += 1
+                assert np.isnan(q.mid[j]) and np.isnan(q.bid[j]) and np.isnat(q.time[j])
+                assert q.bid_size[j] == q.ask_size[j] == 0
+                continue
+            r = rows[0]
+            assert q.mid[j] == pytest.approx(p.close[r, j], rel=1e-12)
+            assert (q.ask[j] - q.bid[j]) / q.mid[j] * 1e4 == pytest.approx(spread[r, j], rel=1e-9)
+            assert q.time[j] == p.times[r].tz_localize(None).as_unit("ns").to_datetime64()
+            assert q.bid_size[j] >= 100 and q.ask_size[j] >= 100
+    if missing > 0.9:
+        assert nobody > 0  # the case of no bar at all was met
+
+
 def test_adv_averages_the_previous_sessions(market):
     assert ((market.adv_level >= 5e6) & (market.adv_level <= 5e8)).all()
     np.testing.assert_array_equal(market.adv(None, "2025-01-02T18:00Z"), market.adv_level)

@@ -51,6 +51,16 @@ def _xcal(code: str, start: str | None = None):
         return xc.get_calendar(code) if start is None else xc.get_calendar(code, start=start)
 
 
+@functools.lru_cache(maxsize=None)
+def _session_table(cal) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every session of the exchange-calendars object ``cal``: dates (datetime64[D]), opens and closes (datetime64[ns], UTC).
+
+    Made once per calendar object: a live cycle asks for its bars' sessions every bar.
+    """
+    return (cal.sessions.to_numpy(dtype="datetime64[D]"), cal.opens.to_numpy(dtype="datetime64[ns]"),
+            cal.closes.to_numpy(dtype="datetime64[ns]"))
+
+
 def _xcal_from(code: str, first_day: pd.Timestamp):
     """A cached calendar of ``code`` whose sessions start on or before ``first_day`` (tz-naive date).
 
@@ -170,9 +180,14 @@ class TradingCalendar:
         if len(times) == 0:
             return np.empty(0, dtype="datetime64[D]")
         times = pd.DatetimeIndex(times)
-        s = self.sessions(times[0] - pd.Timedelta(days=1), times[-1] + pd.Timedelta(days=1))
-        closes = s["close"].to_numpy(dtype="datetime64[ns]")
-        opens = s["open"].to_numpy(dtype="datetime64[ns]")
+        if self.code in ROUND_THE_CLOCK:
+            s = self.sessions(times[0] - pd.Timedelta(days=1), times[-1] + pd.Timedelta(days=1))
+            dates = s.index.to_numpy(dtype="datetime64[D]")
+            closes = s["close"].to_numpy(dtype="datetime64[ns]")
+            opens = s["open"].to_numpy(dtype="datetime64[ns]")
+        else:
+            first_day = (times[0] - pd.Timedelta(days=2)).tz_convert("UTC").tz_localize(None).normalize()
+            dates, opens, closes = _session_table(_xcal_from(self.code, first_day))
         t = times.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[ns]")
         # A bar belongs to the first session closing at or after it, if that session has opened before it.
         i = np.searchsorted(closes, t, side="left")
@@ -181,7 +196,7 @@ class TradingCalendar:
         if not inside.all():
             bad = times[~inside][0]
             raise DataError(f"calendar {self.code}: {bad} is not inside any session")
-        return s.index.to_numpy(dtype="datetime64[D]")[i]
+        return dates[i]
 
     # -- bars
 

@@ -55,6 +55,24 @@ def test_session_date_and_naive_times_refused():
         XNYS5.session_date("2025-03-01T15:00Z")  # a Saturday
 
 
+@pytest.mark.parametrize("code, minutes, zone, start, end", [
+    ("XNYS", 5, "America/New_York", "2025-03-01", "2025-03-15"),  # the switch to summer time
+    ("XNYS", 5, "America/New_York", "2025-11-24", "2025-12-02"),  # Thanksgiving and its half day
+    ("XNYS", None, "America/New_York", "2024-12-20", "2025-01-10"),
+    ("XNYS", 30, "America/New_York", "1994-12-20", "1995-01-10"),  # before the library's default range
+    ("XLON", 5, "Europe/London", "2025-03-24", "2025-04-04"),
+])
+def test_the_session_of_each_bar_is_the_exchange_date_of_its_close(code, minutes, zone, start, end):
+    # These exchanges' sessions lie within one local day: a bar's session is its close's local date.
+    cal = TradingCalendar(code, minutes)
+    times = cal.bar_times(f"{start}T00:00Z", f"{end}T23:59Z")
+    expected = times.tz_convert(zone).tz_localize(None).normalize().to_numpy(dtype="datetime64[D]")
+    assert len(times) > 10
+    assert (cal.session_dates(times) == expected).all()
+    for t in times[[0, len(times) // 2, -1]]:  # one bar alone, as a live cycle asks
+        assert cal.session_dates(times[times == t])[0] == expected[times == t][0]
+
+
 def test_sessions_before_the_default_range_come_from_an_extended_calendar():
     # exchange-calendars' default XNYS range starts 2006-12-04; 1995 must still have its real sessions.
     daily = TradingCalendar("XNYS", None)

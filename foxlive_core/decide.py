@@ -115,6 +115,19 @@ def buffer_shapes(cfg: FoxliveConfig, n_fam: int, horizon_bars, n: int) -> dict[
     return shapes
 
 
+# The slot axis of each buffer that is a history (oldest slot first; a cycle moves a row by at most one
+# slot): the state store saves a live cycle's change of these as a delta (foxlive_core.state.shift_delta).
+HISTORY_AXES = {"z_buffer": -1, "calib_err": -1, "score_hist": -2, "calib_sums": -2, "ic_pred": -1, "ic_real": -1,
+                "ic_cross_sectional": -1, "pending_pred": 0, "pending_alpha": 0, "pending_time": 0}
+
+
+def history_axes(cfg: FoxliveConfig, n_fam: int, horizon_bars) -> dict[str, int]:
+    """Name -> slot axis of every buffer of :func:`buffer_shapes` that is a history (see HISTORY_AXES)."""
+    names = buffer_shapes(cfg, n_fam, horizon_bars, 1)
+    kind = {n: n.rsplit("_", 1)[0] if n.startswith("pending_") else n for n in names}
+    return {n: HISTORY_AXES[k] for n, k in kind.items() if k in HISTORY_AXES}
+
+
 def empty_buffers(cfg: FoxliveConfig, n_fam: int, horizon_bars, n: int) -> dict[str, np.ndarray]:
     out = {}
     for name, (shape, _) in buffer_shapes(cfg, n_fam, horizon_bars, n).items():

@@ -34,7 +34,7 @@ from foxlive_core.config import FoxliveConfig
 from foxlive_core.data.protocol import MarketData
 from foxlive_core.data.types import BarPanel
 from foxlive_core.decide import (
-    BLOCKED, HOLD, TRADE, Buffers, CycleInputs, Decision, ModelInfo, Portfolio, align_buffers, decide,
+    BLOCKED, HOLD, TRADE, Buffers, CycleInputs, Decision, ModelInfo, Portfolio, align_buffers, decide, history_axes,
 )
 from foxlive_core.errors import BrokerError, DataError, StateError
 from foxlive_core.cycle_table import CycleTableWriter
@@ -292,6 +292,7 @@ class TradingEngine:
         self._broker_factory = broker_factory or (lambda book: open_broker(cfg.broker, book, store.path, market))
         self._brokers: dict = {}
         self._vol_idx = FEATURE_NAMES.index(VOL_FEATURE)
+        self._histories = history_axes(cfg, len(self.info.families), self.info.horizon_bars)
         realtime = getattr(market, "quotes_are_realtime", False)
         self.quote_max_age_s = cfg.quote_gate.max_quote_age_ms / 1000.0 if realtime else market.calendar.bar_seconds()
 
@@ -450,7 +451,8 @@ class TradingEngine:
             table = CycleTableWriter(self.symbols, self.info.horizons, self.info.families, self.cfg.engine.trace)
             table.add(t, result.model_run_id, result.decision, result.decision.trace)
             result.trading_state, result.halt_reason = self.store.commit_cycles(state, [record], table.to_parquet(book),
-                                                                                events, lock=(owner, self.lock_ttl_s))
+                                                                                events, lock=(owner, self.lock_ttl_s),
+                                                                                histories=self._histories)
             result.timings_ms["commit_ms"] = (_time.perf_counter() - t0) * 1e3
             return result
 
@@ -769,7 +771,8 @@ class TradingEngine:
     def _commit_chunk(self, book: str, state: BookState, chunk: _Chunk, attribution: SignalAttribution,
                       summary: ReplaySummary, owner: str) -> None:
         trading, reason = self.store.commit_cycles(state, chunk.records, chunk.table.to_parquet(book), chunk.events,
-                                                   attribution.snapshot(), lock=(owner, self.lock_ttl_s))
+                                                   attribution.snapshot(), lock=(owner, self.lock_ttl_s),
+                                                   histories=self._histories)
         # A halt set from outside (an operator, a sensor) binds the rest of the replay as it binds a live book.
         state.trading_state, state.halt_reason = trading, reason
         summary.trading_state, summary.halt_reason = trading, reason

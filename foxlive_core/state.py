@@ -18,7 +18,13 @@ stage trace is kept in columnar form, one Parquet table per committed chunk
 (:mod:`foxlive_core.cycle_table`): inside the database for a small chunk (a
 live cycle), as a file under ``<state file>.columns/<book>/`` for a large one
 (a replayed session; written and synced before the transaction that
-references it with its checksum). The buffers are stored as ``.npy`` blobs.
+references it with its checksum). The buffers are stored as ``.npy`` blobs,
+whole, and between two whole writes a live cycle stores only what it changed:
+a history buffer whose rows each either stayed or moved one slot along with a
+new newest value is saved as that row mask and those values
+(:func:`shift_delta`), a few per cent of its bytes; the load applies the deltas
+in order (:func:`apply_shift_delta`), bit for bit. After
+:data:`ARRAY_DELTA_LIMIT` deltas the buffers are written whole again.
 
 Durability: stdlib ``sqlite3`` in WAL mode with ``synchronous=FULL``, so a
 committed cycle survives a power cut as well as a killed process. The schema
@@ -40,6 +46,8 @@ always at one version or the next, never half way:
 - v4, trading states. The ``halted`` flag becomes ``trading_state``:
   ``active``; ``reducing`` (only risk-reducing orders: what ``halted`` meant,
   so a halted book becomes reducing); ``halted`` (no orders at all).
+- v5, buffer deltas (``book_array_deltas``): what each live cycle changed in
+  the history buffers since their last whole write.
 """
 
 from __future__ import annotations
@@ -253,12 +261,19 @@ def _v4_trading_states(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE book_state DROP COLUMN halted")
 
 
+def _v5_array_deltas(conn: sqlite3.Connection) -> None:
+    # seq: the book's cycle_count after the commit that wrote the delta (they apply in that order)
+    conn.execute("CREATE TABLE book_array_deltas (book TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, "
+                 "axis INTEGER NOT NULL, moved BLOB NOT NULL, newest BLOB NOT NULL, PRIMARY KEY (book, seq, name))")
+
+
 # (version, what it changes, how), in order; a store is opened at the last version.
 MIGRATIONS = (
     (1, "the schema before versioning; pre-3c5219a decisions and last_traces kept as *_v0", _v1_schema_before_versioning),
     (2, "the append-only ledger, seeded with each book's opening balance", _v2_ledger),
     (3, "order intents recorded before a live cycle sends its orders", _v3_intents),
     (4, "trading states active / reducing / halted instead of the halted flag", _v4_trading_states),
+    (5, "history buffers saved as per-cycle deltas between whole writes", _v5_array_deltas),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -334,6 +349,65 @@ def blob_to_array(blob: bytes) -> np.ndarray:
 def _read_only(arr: np.ndarray) -> np.ndarray:
     arr.flags.writeable = False
     return arr
+
+
+# Deltas a book keeps before its buffers are written whole again: a live cycle then writes about
+# 1/ARRAY_DELTA_LIMIT of the whole buffers on average, and a load applies at most this many.
+ARRAY_DELTA_LIMIT = 32
+
+
+def shift_delta(old: np.ndarray, new: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """What turned the history buffer ``old`` into ``new``, if each row either stayed or moved one slot.
+
+    A row is the 1-d slice along ``axis`` (oldest slot first) at one index of the other axes.
+    Returns ``(moved, newest)``: ``moved`` (rows,) bool, in the order of ``old``'s other axes
+    with ``axis`` taken out, and ``newest`` (moved.sum(),) the value each moved row took in
+    its newest slot; :func:`apply_shift_delta` rebuilds ``new`` from ``old`` with them, bit for
+    bit. None when ``new`` is not such a change of ``old`` (other shape or dtype, a row changed
+    in any other way): the caller writes ``new`` whole. Equality is of the bits, so NaN slots
+    compare equal and -0.0 differs from 0.0.
+    """
+    if old.shape != new.shape or old.dtype != new.dtype or old.ndim == 0 or old.shape[axis] < 1:
+        return None
+    bits = np.dtype(f"u{old.dtype.itemsize}")
+    o = np.moveaxis(old.view(bits), axis, -1)
+    n = np.moveaxis(new.view(bits), axis, -1)
+    same = (o == n).all(axis=-1)
+    moved = (o[..., 1:] == n[..., :-1]).all(axis=-1) & ~same  # a row equal both ways stays: the same result
+    if not (same | moved).all():
+        return None
+    return moved.reshape(-1), np.moveaxis(new, axis, -1)[..., -1][moved]
+
+
+def _buffer_deltas(arrays: dict[str, np.ndarray], stored: dict[str, np.ndarray] | None,
+                   histories: dict[str, int]) -> dict[str, tuple[int, np.ndarray, np.ndarray]] | None:
+    """{name: (axis, moved, newest)} of the history buffers that changed since ``stored`` (the buffers as
+    stored), or None when they must be written whole: nothing known of what is stored, another set of
+    buffers, or a history that did not change by a shift (:func:`shift_delta`)."""
+    if not histories or stored is None or stored.keys() != arrays.keys():
+        return None
+    out = {}
+    for name, axis in histories.items():
+        if name not in arrays or arrays[name] is stored[name]:
+            continue
+        delta = shift_delta(stored[name], arrays[name], axis)
+        if delta is None:
+            return None
+        if delta[0].any():
+            out[name] = (axis, *delta)
+    return out
+
+
+def apply_shift_delta(old: np.ndarray, axis: int, moved: np.ndarray, newest: np.ndarray) -> np.ndarray:
+    """``old`` with each ``moved`` row shifted one slot towards the oldest and ``newest`` put last (see :func:`shift_delta`)."""
+    out = np.array(old, copy=True)
+    view = np.moveaxis(out, axis, -1)
+    flat = moved.reshape(view.shape[:-1])
+    rows = view[flat]
+    rows[:, :-1] = rows[:, 1:]
+    rows[:, -1] = newest
+    view[flat] = rows
+    return out
 
 
 @dataclass(frozen=True)
@@ -519,8 +593,8 @@ class StateStore:
         """Remove every row of ``book`` (replay books are rebuilt from scratch)."""
         with self.transaction() as c:
             # The book's lock stays: a book is reset by the holder of its lock, under it.
-            for table in ("book_state", "book_positions", "book_arrays", "cycles", "cycle_columns", "orders", "events",
-                          "attribution", "attribution_state", "ledger", "intents"):
+            for table in ("book_state", "book_positions", "book_arrays", "book_array_deltas", "cycles", "cycle_columns",
+                          "orders", "events", "attribution", "attribution_state", "ledger", "intents"):
                 c.execute(f"DELETE FROM {table} WHERE book=?", (book,))
         self._arrays_cache.pop(book, None)
         # After the commit: a crash in between leaves files no row references, which the next chunk overwrites.
@@ -543,9 +617,7 @@ class StateStore:
             version = self._data_version()
             cached = self._arrays_cache.get(book)
             if cached is None or cached[0] != version:
-                stored = {n: blob_to_array(b)
-                          for n, b in self._conn.execute("SELECT name, data FROM book_arrays WHERE book=?", (book,))}
-                cached = self._arrays_cache[book] = (version, {n: _read_only(a) for n, a in stored.items()})
+                cached = self._arrays_cache[book] = (version, {n: _read_only(a) for n, a in self._read_arrays(book).items()})
         arrays = dict(cached[1])
         return BookState(
             book=book,
@@ -564,6 +636,15 @@ class StateStore:
             arrays=arrays,
         )
 
+    def _read_arrays(self, book: str) -> dict[str, np.ndarray]:
+        """The book's buffers: the last whole write with the deltas since applied in order (within a snapshot)."""
+        stored = {n: blob_to_array(b) for n, b in self._conn.execute("SELECT name, data FROM book_arrays WHERE book=?",
+                                                                     (book,))}
+        for name, axis, moved, newest in self._conn.execute(
+                "SELECT name, axis, moved, newest FROM book_array_deltas WHERE book=? ORDER BY seq, name", (book,)):
+            stored[name] = apply_shift_delta(stored[name], axis, blob_to_array(moved), blob_to_array(newest))
+        return stored
+
     def cycle_done(self, book: str, cycle_time) -> bool:
         return (
             self._conn.execute("SELECT 1 FROM cycles WHERE book=? AND cycle_time=?", (book, _iso(cycle_time))).fetchone()
@@ -572,7 +653,7 @@ class StateStore:
 
     def commit_cycles(self, state: BookState, records: list[CycleRecord], columns: bytes,
                       events: list[tuple[str, str, str, dict]] = (), attribution_state: bytes | None = None,
-                      lock: tuple[str, float] | None = None) -> tuple[bool, str]:
+                      lock: tuple[str, float] | None = None, histories: dict[str, int] | None = None) -> tuple[bool, str]:
         """Write completed cycles and the book's state after the last of them in one transaction.
 
         ``records`` are the cycles in time order (their ``ledger`` entries are
@@ -590,6 +671,12 @@ class StateStore:
         ``state``: a ``halt`` event in ``events`` (the engine's kill switch)
         makes an active book ``reducing``; otherwise the stored state is kept
         as it is (set or resumed by an operator while the cycles ran).
+
+        ``histories`` names the buffers that are histories, with their slot axis: when
+        this connection holds the buffers as stored and each of those changed by at most
+        one slot per row, only those changes are written (:func:`shift_delta`), and
+        every other buffer whole; otherwise, and every :data:`ARRAY_DELTA_LIMIT` deltas,
+        all of them whole.
         """
         if not records:
             raise StateError(f"book {state.book!r}: nothing to commit")
@@ -599,6 +686,7 @@ class StateStore:
         inline = len(columns) <= INLINE_COLUMNS_BYTES
         relpath = None if inline else self._write_columns(state.book, times[0], columns)
         cached = self._arrays_cache.pop(state.book, None)
+        deltas = _buffer_deltas(state.arrays, cached[1] if cached else None, histories or {})
         with self.transaction() as c:
             if lock is not None:
                 self._renew_lock(c, state.book, *lock)
@@ -644,12 +732,9 @@ class StateStore:
             except sqlite3.IntegrityError as exc:
                 raise StateError(f"book {state.book!r}: a fill of these cycles is already in the ledger ({exc}); "
                                  "a fill is booked once") from exc
-            c.executemany(
-                "INSERT OR REPLACE INTO book_arrays (book, name, data) VALUES (?, ?, ?)",
-                [(state.book, n, array_to_blob(a)) for n, a in state.arrays.items()],
-            )
             # Read under the write lock: no other commit can come between it and this one (which leaves it as it is).
             version = self._data_version()
+            self._write_arrays(c, state, deltas if cached is not None and cached[0] == version else None, histories or {})
             c.executemany(
                 "INSERT INTO cycles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -682,6 +767,24 @@ class StateStore:
             committed = {n: a if not a.flags.writeable else _read_only(a.copy()) for n, a in state.arrays.items()}
             self._arrays_cache[state.book] = (version, {**cached[1], **committed})
         return trading_state, reason
+
+    @staticmethod
+    def _write_arrays(c: sqlite3.Connection, state: BookState, deltas: dict | None, histories: dict[str, int]) -> None:
+        """Store the book's buffers: ``deltas`` (see :func:`_buffer_deltas`) and the buffers that are not
+        ``histories`` whole (a history without a delta did not change), or all of them whole."""
+        n_deltas = c.execute("SELECT COUNT(DISTINCT seq) FROM book_array_deltas WHERE book=?", (state.book,)).fetchone()[0]
+        if deltas is None or n_deltas >= ARRAY_DELTA_LIMIT:
+            c.execute("DELETE FROM book_array_deltas WHERE book=?", (state.book,))
+            whole = state.arrays
+        else:
+            whole = {n: a for n, a in state.arrays.items() if n not in histories}
+            c.executemany(
+                "INSERT INTO book_array_deltas (book, seq, name, axis, moved, newest) VALUES (?, ?, ?, ?, ?, ?)",
+                [(state.book, state.cycle_count, n, axis, array_to_blob(moved), array_to_blob(newest))
+                 for n, (axis, moved, newest) in deltas.items()],
+            )
+        c.executemany("INSERT OR REPLACE INTO book_arrays (book, name, data) VALUES (?, ?, ?)",
+                      [(state.book, n, array_to_blob(a)) for n, a in whole.items()])
 
     # ------------------------------------------------------------------ order intents (crash safety)
 

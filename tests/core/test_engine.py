@@ -460,6 +460,45 @@ def test_the_next_sessions_inputs_are_made_on_a_worker_while_this_sessions_cycle
     assert not [t for t in threading.enumerate() if t.name.startswith("foxlive-inputs")]
 
 
+def test_live_cycles_store_buffer_deltas_that_read_back_bit_for_bit(engine_home, monkeypatch):
+    # Between whole writes a live cycle stores only what it changed in the history buffers; a fresh
+    # connection (another process) must read back exactly the buffers the engine holds, every cycle.
+    import foxlive_core.state as state_module
+
+    monkeypatch.setattr(state_module, "ARRAY_DELTA_LIMIT", 4)
+    engine = engine_home(ACTIVE)
+    kept = [0]
+    real_write = StateStore._write_arrays
+
+    def write(c, state, deltas, histories):
+        kept[0] = c.execute("SELECT COUNT(DISTINCT seq) FROM book_array_deltas WHERE book=?", (state.book,)).fetchone()[0]
+        return real_write(c, state, deltas, histories)
+
+    monkeypatch.setattr(StateStore, "_write_arrays", staticmethod(write))
+    counts, delta_bytes = [], []
+    whole_bytes = None
+    for t in bar_times(engine, DAY1, 11):
+        engine.run_cycle("live", t)
+        held = engine.store.load("live").arrays
+        fresh = StateStore(engine.cfg.state_path)
+        try:
+            back = fresh.load("live").arrays
+            rows = fresh._conn.execute("SELECT seq, length(moved) + length(newest) FROM book_array_deltas "
+                                       "WHERE book='live'").fetchall()
+            whole_bytes = fresh._conn.execute("SELECT SUM(length(data)) FROM book_arrays WHERE book='live'").fetchone()[0]
+        finally:
+            fresh.close()
+        assert back.keys() == held.keys()
+        for name in held:
+            assert back[name].tobytes() == held[name].tobytes() and back[name].shape == held[name].shape, name
+        counts.append(len({seq for seq, _ in rows}))
+        delta_bytes.append(sum(size for _, size in rows))
+    # The first commit writes whole (nothing stored before); then deltas, whole again after 4 of them.
+    assert counts == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0]
+    assert max(delta_bytes) < 0.5 * whole_bytes
+    assert kept[0] == 4
+
+
 def test_a_cycle_reads_the_buffers_another_process_committed_not_the_ones_it_kept(engine_home):
     # Each store keeps the buffers it last read or wrote, to spare a live cycle reading them back; a
     # commit by another connection (another process) must make it read them again. Two engines, two

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from foxlive_core import state as state_module
 from foxlive_core.errors import StateError
@@ -136,3 +139,43 @@ def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path):
     path.write_bytes(json.dumps({"not": "a database"}).encode() * 200)
     with pytest.raises(StateError, match="is not a usable SQLite database"):
         StateStore(path)
+
+
+# ------------------------------------------------------------------ buffer deltas
+
+def test_a_shift_delta_by_hand():
+    old = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [np.nan, np.nan, 8.0]])
+    new = np.array([[2.0, 3.0, 7.0], [4.0, 5.0, 6.0], [np.nan, 8.0, np.nan]])  # moved, stayed, moved in a NaN
+    moved, newest = state_module.shift_delta(old, new, axis=-1)
+    assert moved.tolist() == [True, False, True]
+    np.testing.assert_array_equal(newest, [7.0, np.nan])
+    np.testing.assert_array_equal(state_module.apply_shift_delta(old, -1, moved, newest), new)
+    changed_inside = new.copy()
+    changed_inside[1, 1] = 9.0  # a middle slot rewritten: not a shift
+    assert state_module.shift_delta(old, changed_inside, axis=-1) is None
+    assert state_module.shift_delta(old, new[:, :2], axis=-1) is None  # another shape
+    assert state_module.shift_delta(old, -(-old), axis=-1) is not None  # same bits
+    signed_zero = old.copy()
+    signed_zero[0, 0] = 0.0
+    assert state_module.shift_delta(signed_zero, np.where(signed_zero == 0, -0.0, signed_zero), axis=-1) is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4), data=st.data())
+def test_a_shift_delta_rebuilds_any_shift_or_stay_change_bit_for_bit(shape, data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    old = rng.choice([np.nan, -0.0, 0.0, 1.5, -2.25, np.inf], size=shape) if data.draw(st.booleans()) \
+        else rng.normal(size=shape)
+    view_old = np.moveaxis(old, axis, -1)
+    moves = rng.random(view_old.shape[:-1]) < 0.5
+    new = old.copy()
+    view_new = np.moveaxis(new, axis, -1)
+    shifted = np.concatenate([view_old[..., 1:], rng.choice([np.nan, 3.0, -0.0], size=view_old.shape[:-1])[..., None]],
+                             axis=-1)
+    view_new[moves] = shifted[moves]
+    delta = state_module.shift_delta(old, new, axis)
+    assert delta is not None
+    rebuilt = state_module.apply_shift_delta(old, axis, *delta)
+    assert rebuilt.tobytes() == new.tobytes() and rebuilt.shape == new.shape
+    assert delta[1].size == delta[0].sum() <= moves.sum()

@@ -126,7 +126,7 @@ class CycleTableWriter:
         return self._columns[name]
 
     def to_parquet(self, book: str) -> bytes:
-        """The chunk as Parquet bytes (zstd), with the layout in the schema metadata."""
+        """The chunk as Parquet bytes (zstd; LZ4 for one cycle), with the layout in the schema metadata."""
         if not self.times:
             raise StateError("no cycles to write")
         N, C = len(self.symbols), len(self.times)
@@ -155,7 +155,9 @@ class CycleTableWriter:
         # that hardly repeat is built and then abandoned: without it (and without statistics) a 500-symbol
         # session's chunk is written in 76 ms instead of 283, and is 20 MB instead of 30. Readers filter on the
         # cycle time only, so no other column's statistics are written.
-        pq.write_table(table, buf, compression="zstd", use_byte_stream_split=floats,
+        # A live cycle writes one cycle's table on its critical path, where zstd costs twice LZ4's time
+        # (at 500 symbols ~9 ms against ~5) to save 3 % of ~300 KB.
+        pq.write_table(table, buf, compression="lz4" if C == 1 else "zstd", use_byte_stream_split=floats,
                        use_dictionary=[n for n in columns if n not in floats], write_statistics=["cycle_time"],
                        row_group_size=max(1, N * min(C, 64)))
         return buf.getvalue()

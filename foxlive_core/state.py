@@ -370,13 +370,22 @@ def shift_delta(old: np.ndarray, new: np.ndarray, axis: int) -> tuple[np.ndarray
     if old.shape != new.shape or old.dtype != new.dtype or old.ndim == 0 or old.shape[axis] < 1:
         return None
     bits = np.dtype(f"u{old.dtype.itemsize}")
-    o = np.moveaxis(old.view(bits), axis, -1)
-    n = np.moveaxis(new.view(bits), axis, -1)
-    same = (o == n).all(axis=-1)
-    moved = (o[..., 1:] == n[..., :-1]).all(axis=-1) & ~same  # a row equal both ways stays: the same result
+    o, n = old.view(bits), new.view(bits)
+    axis %= old.ndim
+    rows = old.size // old.shape[axis]
+
+    def along(part):
+        return tuple(part if d == axis else slice(None) for d in range(old.ndim))
+
+    def rows_all(equal: np.ndarray) -> np.ndarray:
+        # Reducing a middle axis in place is 3x slower than moving the (byte-sized) booleans last first.
+        return np.ascontiguousarray(np.moveaxis(equal, axis, -1)).reshape(rows, equal.shape[axis]).all(axis=1)
+
+    same = rows_all(o == n)
+    moved = rows_all(o[along(slice(1, None))] == n[along(slice(None, -1))]) & ~same  # equal both ways: stays
     if not (same | moved).all():
         return None
-    return moved.reshape(-1), np.moveaxis(new, axis, -1)[..., -1][moved]
+    return moved, np.moveaxis(new, axis, -1)[..., -1].reshape(-1)[moved]
 
 
 def _buffer_deltas(arrays: dict[str, np.ndarray], stored: dict[str, np.ndarray] | None,

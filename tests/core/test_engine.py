@@ -499,6 +499,25 @@ def test_live_cycles_store_buffer_deltas_that_read_back_bit_for_bit(engine_home,
     assert kept[0] == 4
 
 
+def test_a_live_cycles_table_is_lz4_and_a_replayed_sessions_zstd(engine_home):
+    import io
+
+    import pyarrow.parquet as pq
+
+    engine = engine_home(ACTIVE)
+    times = bar_times(engine, DAY1, 80)
+    engine.run_cycle("live", times[0])
+    engine.replay("replay", times[1], times[-1])
+    codecs = {}
+    for book in ("live", "replay"):
+        for data, path in engine.store._conn.execute("SELECT data, path FROM cycle_columns WHERE book=?", (book,)):
+            blob = data if data is not None else (engine.store.columns_dir / path).read_bytes()
+            meta = pq.ParquetFile(io.BytesIO(blob)).metadata
+            codecs.setdefault(book, set()).update(meta.row_group(0).column(i).compression for i in range(meta.num_columns))
+    assert codecs == {"live": {"LZ4"}, "replay": {"ZSTD"}}
+    assert engine.store.decisions("live")["cycle_time"].nunique() == 1
+
+
 def test_a_cycle_reads_the_buffers_another_process_committed_not_the_ones_it_kept(engine_home):
     # Each store keeps the buffers it last read or wrote, to spare a live cycle reading them back; a
     # commit by another connection (another process) must make it read them again. Two engines, two

@@ -206,7 +206,11 @@ class SignalAttribution:
         for k, (from_mid, from_fill) in self._fill_moves.items():
             arrays[f"moves_{k}"] = np.array([from_mid, from_fill], dtype=np.float64).reshape(2, -1)
         if self._values is not None:
-            arrays["values"], arrays["price"] = self._values, self._price
+            # Only the slots a later cycle reads again: the last h cycles of the values measured over h
+            # (at 500 symbols 5 MB instead of the whole ring's 23 MB, written at every commit of a replay).
+            for lag, sources in self._sources_by_lag().items():
+                arrays[f"values_{lag}"] = self._values[self._last_slots(lag)][:, sources]
+            arrays["price"] = self._price[self._last_slots(int(self.bars.max()))]
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         return buf.getvalue()
@@ -229,8 +233,27 @@ class SignalAttribution:
             for c, a, b in zip(z["open_fill_cycle"], bounds[:-1], bounds[1:])
         ]
         self._fill_moves = {k: (z[f"moves_{k}"][0].tolist(), z[f"moves_{k}"][1].tolist()) for k in FILL_LAGS}
-        if "values" in z.files:
+        if "values" in z.files:  # written before snapshots kept only the slots read again: the whole ring
             self._values, self._price = z["values"].copy(), z["price"].copy()
+        elif "price" in z.files:
+            N = z["price"].shape[1]
+            self._values = np.full((self._ring_len, self.n_values, N), np.nan)
+            self._price = np.full((self._ring_len, N), np.nan)
+            for lag, sources in self._sources_by_lag().items():
+                self._values[np.ix_(self._last_slots(lag), sources)] = z[f"values_{lag}"]
+            self._price[self._last_slots(int(self.bars.max()))] = z["price"]
+
+    def _sources_by_lag(self) -> dict[int, np.ndarray]:
+        """Rows of the stacked values grouped by how many past cycles of them a later cycle reads (their
+        longest horizon): lag -> (K_lag,) row indices."""
+        lags = np.zeros(self.n_values, dtype=np.int64)
+        for row in self.rows:
+            lags[row.source] = max(lags[row.source], int(self.bars[row.horizon]))
+        return {int(lag): np.flatnonzero(lags == lag) for lag in np.unique(lags)}
+
+    def _last_slots(self, n: int) -> np.ndarray:
+        """Ring slots of the last ``n`` cycles, oldest first (slots of cycles before the first are never read)."""
+        return (self.cycles - n + np.arange(n)) % self._ring_len
 
     # ------------------------------------------------------------------ results
 

@@ -11,7 +11,10 @@ live cycle's bit for bit) and then applies exactly the same
 Quotes derived from bars (the simulated and historical markets) are judged
 against the bar: a quote older than one bar is stale. A real-time quote feed
 (``quotes_are_realtime`` on the market) is judged against
-``quote_gate.max_quote_age_ms``.
+``quote_gate.max_quote_age_ms``. A source that says ``bars_threadsafe`` (the
+simulated and historical markets) has a replay's next bars loaded on the worker
+thread that makes the next features and predictions; any other is asked only
+from the engine's own thread.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import time as _time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -791,34 +794,51 @@ class TradingEngine:
     def batch_inputs(self, times: pd.DatetimeIndex, chunk_sessions: int = 1, raw_pred: np.ndarray | None = None):
         """Yield the CycleInputs of each time, loading bars, features and predictions a few sessions at a time.
 
-        The next chunk's bars, features and predictions are made on a worker thread while the
-        caller steps through this chunk's cycles: inference releases the GIL, so on two cores it
-        runs beside the decisions instead of before them. ``raw_pred`` (H, Fam, C, N) over
-        ``times``, when given, stands in for the return models' predictions, which are then not
-        computed (the barrier models still are).
+        The next chunk's features and predictions (and its bars, from a source that says
+        ``bars_threadsafe``) are made on a worker thread while the caller steps through this
+        chunk's cycles: inference releases the GIL, so on two cores it runs beside the decisions
+        instead of before them. Any other source is asked only from the caller's thread. A
+        chunk's error is raised when its first cycle is due. ``raw_pred`` (H, Fam, C, N) over ``times``, when given, stands in for the
+        return models' predictions, which are then not computed (the barrier models still are).
         """
         sessions = self.market.calendar.session_dates(times)
         boundaries = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1]])
         starts = list(boundaries[::chunk_sessions]) + [len(times)]
         spans = list(zip(starts[:-1], starts[1:]))
 
-        def pieces(s0: int, s1: int):
-            chunk = times[s0:s1]
-            panel = self.load_bars(chunk)
+        def predicted(chunk: pd.DatetimeIndex, panel: BarPanel | None, s0: int, s1: int):
+            if panel is None:
+                panel = self.load_bars(chunk)
             X = self.cycle_features(panel, chunk)
             if raw_pred is None:
                 pred, barrier = self.predict(X)
             else:
                 pred, barrier = np.array(raw_pred[:, :, s0:s1]), self.models.predict_barrier_cycles(X)
-            return chunk, panel, X, pred, barrier
+            return panel, X, pred, barrier
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="foxlive-inputs")
+        bars_on_worker = getattr(self.market, "bars_threadsafe", False)
+
+        def start(k: int) -> Future:
+            s0, s1 = spans[k]
+            chunk = times[s0:s1]
+            if bars_on_worker:
+                return pool.submit(predicted, chunk, None, s0, s1)
+            try:
+                panel = self.load_bars(chunk)
+            except Exception as exc:  # raised at this chunk's turn, after the cycles before it
+                failed = Future()
+                failed.set_exception(exc)
+                return failed
+            return pool.submit(predicted, chunk, panel, s0, s1)
+
         try:
-            ahead = pool.submit(pieces, *spans[0]) if spans else None
+            ahead = start(0) if spans else None
             for k in range(len(spans)):
-                chunk, panel, X, pred, barrier = ahead.result()
-                ahead = pool.submit(pieces, *spans[k + 1]) if k + 1 < len(spans) else None
-                yield from self.iter_inputs(chunk, panel, X, pred, barrier)
+                panel, X, pred, barrier = ahead.result()
+                ahead = start(k + 1) if k + 1 < len(spans) else None
+                s0, s1 = spans[k]
+                yield from self.iter_inputs(times[s0:s1], panel, X, pred, barrier)
         finally:
             # A consumer that stops early (an error, a halt, Ctrl-C) waits for at most the chunk in flight.
             pool.shutdown(wait=True, cancel_futures=True)

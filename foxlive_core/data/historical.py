@@ -377,6 +377,8 @@ class HistoricalMarket:
         The universe to load (default: every symbol in the directory, sorted).
     """
 
+    bars_threadsafe = True  # read-only arrays once loaded (see MarketData)
+
     def __init__(self, path: str | os.PathLike, market: MarketConfig, symbols: Sequence[str] | None = None) -> None:
         self.calendar = calendar_for(market)
         self._market = market

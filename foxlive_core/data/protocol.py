@@ -17,6 +17,11 @@ class MarketData(Protocol):
 
     Every method raises :class:`foxlive_core.errors.DataError` naming any
     symbol it does not know. Times are timezone-aware; naive times are refused.
+
+    Optional attributes: ``quotes_are_realtime`` (quotes come from a live feed, judged by
+    their age in ms rather than against the bar) and ``bars_threadsafe`` (``bars`` may be
+    called on a replay's worker thread while the engine asks for quotes and ADV on its own);
+    both False when absent.
     """
 
     calendar: TradingCalendar

@@ -311,6 +311,8 @@ class SimulatedMarket:
     that has closed by the clock. The values of a bar never depend on the clock.
     """
 
+    bars_threadsafe = True  # sessions are made and cached under one lock (see MarketData)
+
     def __init__(self, symbols: Sequence[str], market: MarketConfig, cache_sessions: int = 8, clock=None) -> None:
         syms = tuple(symbols)
         if not syms:

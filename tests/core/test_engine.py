@@ -460,6 +460,45 @@ def test_the_next_sessions_inputs_are_made_on_a_worker_while_this_sessions_cycle
     assert not [t for t in threading.enumerate() if t.name.startswith("foxlive-inputs")]
 
 
+@pytest.mark.parametrize("threadsafe", [False, True])
+def test_bars_load_on_the_worker_only_from_a_threadsafe_source_and_their_errors_wait_their_turn(engine_home,
+                                                                                                threadsafe):
+    # A data source need not be thread-safe (an adapter may hold a connection of its own thread): unless
+    # it says `bars_threadsafe`, only features and predictions go to the worker. Either way, bars that
+    # fail for the third session fail when its first cycle is due, after the two sessions before it.
+    engine = engine_home()
+    times = engine.cycle_times("2025-05-01T13:35Z", "2025-05-05T20:00Z")
+    market, asked = engine.market, []
+    caller = threading.current_thread().name
+
+    def recording(name):
+        method = getattr(market, name)
+
+        def call(*args, **kwargs):
+            asked.append((name, threading.current_thread().name))
+            if name == "bars" and pd.Timestamp(args[2]) >= times[156]:
+                raise DataError("no bars for the third session")
+            return method(*args, **kwargs)
+        return call
+
+    names = ("bars", "bars_ending_at", "quotes", "adv")
+    for name in names:
+        setattr(market, name, recording(name))
+    market.bars_threadsafe = threadsafe
+    try:
+        inputs = engine.batch_inputs(times, chunk_sessions=1)
+        assert [inp.time for inp in itertools.islice(inputs, 156)] == list(times[:156])
+        with pytest.raises(DataError, match="third session"):
+            next(inputs)
+    finally:
+        for name in (*names, "bars_threadsafe"):
+            delattr(market, name)
+    bars_threads = {thread for name, thread in asked if name == "bars"}
+    assert len([1 for name, _ in asked if name == "bars"]) == 3
+    assert bars_threads == ({"foxlive-inputs_0"} if threadsafe else {caller})
+    assert {thread for name, thread in asked if name != "bars"} == {caller}
+
+
 def test_live_cycles_store_buffer_deltas_that_read_back_bit_for_bit(engine_home, monkeypatch):
     # Between whole writes a live cycle stores only what it changed in the history buffers; a fresh
     # connection (another process) must read back exactly the buffers the engine holds, every cycle.

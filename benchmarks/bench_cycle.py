@@ -5,8 +5,9 @@ For each universe size N (default 50, 500, 2,000 symbols) a TradingEngine runs `
 (so the z-score, IC, calibration and blend histories are populated) and then ``--cycles`` timed
 cycles, at consecutive 5-minute bar closes, with ``engine.run_cycle``. Printed, p50 and p99:
 
-(a) inputs: bars + features + inference (``engine.gather_inputs``, as timed inside run_cycle);
-(b) stages after inference: ``decide(...)`` only (as timed inside run_cycle);
+(a) inputs: bars + features + the return models' inference (``engine.gather_inputs``, as timed inside run_cycle);
+(b) stages after inference: ``decide(...)`` only (as timed inside run_cycle; it includes the barrier
+    classifiers, which a cycle runs at its chosen horizons);
 (c) the whole ``run_cycle``: (a) + state load + (b) + paper broker + record + SQLite commit.
 
 Then, on the inputs of ``--scalar-cycles`` of those cycles (the exact arguments run_cycle gave
@@ -236,11 +237,12 @@ def main(argv=None) -> None:
                      f"{np.median([x['trades'] for x in r['rows']]):.0f}"])
     print(table(["symbols", "(a) inputs", "(b) stages", "(c) run_cycle", "load p50", "broker p50", "record+commit p50",
                  "trades p50"], rows))
-    print("  (a) engine.gather_inputs: bars of the 160-bar window, features (last_only), inference (40-round models),")
-    print("      quotes and ADV.  (b) decide(): stages 2-10 after inference.  (c) the whole run_cycle, wall clock.")
+    print("  (a) engine.gather_inputs: bars of the window, features (last_only), the return models (40-round models),")
+    print("      quotes and ADV.  (b) decide(): stages 2-10, the barrier classifiers at the chosen horizons among them.")
+    print("  (c) the whole run_cycle, wall clock.")
     print("  load = (c) - (a) - (b) - broker - commit: state load from SQLite (buffers as .npy blobs), alignment, portfolio.")
-    print("  broker: paper broker fills (SQLite).  record+commit: decisions frame, trace blob, one SQLite transaction")
-    print("  holding every buffer (re-written each cycle).")
+    print("  broker: paper broker fills (SQLite).  record+commit: the cycle's decision table and one SQLite transaction")
+    print("  holding what the cycle changed in the buffers.")
     idle = [r["n"] for r in results if not any(x["trades"] for x in r["rows"])]
     if idle:
         print(f"  NOTE: no trade in any timed cycle for N = {idle}: broker and sizing work is absent from those rows.")

@@ -7,12 +7,14 @@ for every universe (features for more symbols are the same computation on more r
 Figures (symbol-cycles per second = (cycle, symbol) rows per second):
 
 - ``cycle_latency_ms``: one live ``run_cycle`` at 50, 500 and 2,000 symbols after warm-up cycles,
-  p50 and p99, split into inference (``engine.predict``), inputs (bars, features, quotes), the stages
-  after inference (``decide``) and the rest (execution, record, commit).
+  p50 and p99, split into inference (the return models' ``engine.predict`` and the barrier classifiers
+  at the chosen horizons), inputs (bars, features, quotes), the stages after inference (``decide``
+  without its barrier inference) and the rest (execution, record, commit).
 - ``replay_symbol_cycles_per_s``: 500 symbols over a month (21 sessions; 5 with ``--quick``), end to end.
 - ``non_inference_symbol_cycles_per_s``: the same replay with every prediction computed beforehand.
-- ``inference_rows_per_s``: the inference route the replay uses, alone, on the same rows;
-  ``inference_native_rows_per_s``: the models' native LightGBM/XGBoost predict with both cores.
+- ``inference_rows_per_s``: the inference route the replay uses, alone, on the same rows (the return
+  models on every row, the barrier classifiers at each cycle's chosen horizons);
+  ``inference_native_rows_per_s``: the models' native LightGBM/XGBoost predict of the same work with both cores.
 - ``replay_over_inference``, ``replay_over_run_cycle_loop`` (50 symbols, one session, replay against
   ``run_cycle`` once per cycle), ``replay_over_scalar_reference`` (the replay's rate against the scalar
   reference decision loop's on the same cycles' inputs).
@@ -84,37 +86,60 @@ class Timed:
 def cycle_latency(cfg, models, n: int, warmup: int, cycles: int, home) -> dict:
     engine = open_engine(cfg, models, n, home / f"latency_{n}.sqlite")
     times = engine.market.calendar.bar_times(REPLAY_START, REPLAY_START + pd.Timedelta(days=10))[: warmup + cycles]
+    # Inference: the return models (while the inputs are gathered) and the barrier classifiers at the chosen
+    # horizons (while decide runs).
     predict = Timed(engine.predict)
     engine.predict = predict
+    barriers = models.predict_barriers_at = Timed(models.predict_barriers_at)
     rows = []
-    for c, t in enumerate(times):
-        before = predict.seconds
-        t0 = time.perf_counter()
-        res = engine.run_cycle("latency", t)
-        whole = (time.perf_counter() - t0) * 1e3
-        if c >= warmup:
-            inf = (predict.seconds - before) * 1e3
-            tm = res.timings_ms
-            rows.append({"inference": inf, "inputs": tm["inputs_ms"] - inf, "stages": tm["stages_ms"],
-                         "rest": whole - tm["inputs_ms"] - tm["stages_ms"], "whole": whole})
+    try:
+        for c, t in enumerate(times):
+            before, before_b = predict.seconds, barriers.seconds
+            t0 = time.perf_counter()
+            res = engine.run_cycle("latency", t)
+            whole = (time.perf_counter() - t0) * 1e3
+            if c >= warmup:
+                inf, inf_b = (predict.seconds - before) * 1e3, (barriers.seconds - before_b) * 1e3
+                tm = res.timings_ms
+                rows.append({"inference": inf + inf_b, "inputs": tm["inputs_ms"] - inf,
+                             "stages": tm["stages_ms"] - inf_b, "rest": whole - tm["inputs_ms"] - tm["stages_ms"],
+                             "whole": whole})
+    finally:
+        del models.predict_barriers_at
     engine.store.close()
     return {k: {"p50": pct([r[k] for r in rows], 50), "p99": pct([r[k] for r in rows], 99)} for k in rows[0]}
 
 
 def replay_month(cfg, models, n: int, sessions: int, home) -> dict:
     """End-to-end replay, inference alone (the route the replay uses, native both cores too), and the replay
-    again on predictions computed beforehand."""
+    again on predictions computed beforehand.
+
+    A replay's inference is the return models' over each session (made ahead on a worker thread) and
+    the barrier classifiers' at each cycle's chosen horizons (asked by decide); both are recorded
+    during the end-to-end replay and timed again alone.
+    """
     engine = open_engine(cfg, models, n, home / f"replay_{n}.sqlite")
     start, end = sessions_from(engine.market, sessions)
     times = engine.cycle_times(start, end)
     rows = len(times) * n
 
     progress(f"replay {n} symbols x {sessions} sessions ({len(times)} cycles), end to end")
+    barrier_calls = []
+    real_barriers = models.predict_barriers_at
+
+    def keep_barriers(X, best):
+        out = real_barriers(X, best)
+        barrier_calls.append((X, np.array(best), out))
+        return out
+
+    models.predict_barriers_at = keep_barriers
     t0 = time.perf_counter()
-    engine.replay("bench", start, end)
+    try:
+        engine.replay("bench", start, end)
+    finally:
+        del models.predict_barriers_at
     replay_s = time.perf_counter() - t0
 
-    # The replay's own inference calls, with their feature rows kept for the native comparison.
     progress("inference alone, on the same rows")
     captured = []
     real_predict = engine.predict
@@ -128,37 +153,57 @@ def replay_month(cfg, models, n: int, sessions: int, home) -> dict:
     engine.predict = keep
     for _ in engine.batch_inputs(times):
         pass
-    inference_s = sum(c[2] for c in captured)
-    native_s = native_predict_seconds(models, [c[0] for c in captured])
+    t0 = time.perf_counter()
+    for X, best, _ in barrier_calls:
+        models.predict_barriers_at(X, best)
+    inference_s = sum(c[2] for c in captured) + time.perf_counter() - t0
+    native_s = native_predict_seconds(models, [c[0] for c in captured], [(X, best) for X, best, _ in barrier_calls])
 
     progress("replay on predictions computed beforehand")
     cached = iter([c[1] for c in captured])
+    cached_barriers = iter([out for _, _, out in barrier_calls])
     engine.predict = lambda X: next(cached)
+    models.predict_barriers_at = lambda X, best: next(cached_barriers)
     t0 = time.perf_counter()
-    engine.replay("bench_noinf", start, end)
+    try:
+        engine.replay("bench_noinf", start, end)
+    finally:
+        del models.predict_barriers_at
     non_inference_s = time.perf_counter() - t0
     engine.store.close()
     return {"rows": rows, "cycles": len(times), "replay_s": replay_s, "inference_s": inference_s,
             "native_s": native_s, "non_inference_s": non_inference_s}
 
 
-def native_predict_seconds(models, chunks) -> float:
-    """Seconds for the native predict of every return and barrier model on ``chunks`` (C*N, F), both cores."""
+def _native_seconds(model, X: np.ndarray) -> float:
+    """Seconds for ``model``'s native predict of the rows X (M, F) with both cores."""
+    t0 = time.perf_counter()
+    if model.family == "lightgbm":
+        model.native.predict(X, num_threads=2)
+    elif model.family == "xgboost":
+        model.native.set_param({"nthread": 2})
+        model.native.inplace_predict(X)
+        model.native.set_param({"nthread": 1})
+    else:
+        model.predict(X)
+    return time.perf_counter() - t0
+
+
+def native_predict_seconds(models, chunks, barrier_calls) -> float:
+    """Seconds for the native predict, both cores, of the same work as the replay's route: every return model
+    on ``chunks`` (C*N, F) and, for each barrier call (X (N, F), best (N,)), each horizon's two classifiers
+    on the rows that chose it."""
     total = 0.0
-    every = list(models.return_models.values()) + list(models.barrier_models.values())
     for X in chunks:
-        Xv = np.ascontiguousarray(X.reshape(-1, X.shape[-1])[np.isfinite(X.reshape(-1, X.shape[-1])).all(axis=1)])
-        for m in every:
-            t0 = time.perf_counter()
-            if m.family == "lightgbm":
-                m.native.predict(Xv, num_threads=2)
-            elif m.family == "xgboost":
-                m.native.set_param({"nthread": 2})
-                m.native.inplace_predict(Xv)
-                m.native.set_param({"nthread": 1})
-            else:
-                m.predict(Xv)
-            total += time.perf_counter() - t0
+        X = X.reshape(-1, X.shape[-1])
+        Xv = np.ascontiguousarray(X[np.isfinite(X).all(axis=1)])
+        total += sum(_native_seconds(m, Xv) for m in models.return_models.values())
+    for X, best in barrier_calls:
+        valid = np.isfinite(X).all(axis=1)
+        for i, h in enumerate(models.horizons):
+            rows = np.ascontiguousarray(X[valid & (best == i)])
+            if len(rows):
+                total += sum(_native_seconds(m, rows) for (mh, _), m in models.barrier_models.items() if mh == h)
     return total
 
 
@@ -315,7 +360,8 @@ def main(argv=None) -> None:
     print(table(["symbols", "inference p50/p99", "inputs p50/p99", "stages p50/p99", "rest p50/p99", "whole p50/p99"],
                 [[f"{n:,}"] + [f"{v[k]['p50']:.1f} / {v[k]['p99']:.1f}" for k in
                                ("inference", "inputs", "stages", "rest", "whole")] for n, v in latency.items()]))
-    print("  one live run_cycle, ms. inference: engine.predict; inputs: bars, features, quotes; stages: decide();")
+    print("  one live run_cycle, ms. inference: the return models and the barrier classifiers at the chosen horizons;")
+    print("  inputs: bars, features, quotes; stages: decide() without its barrier inference;")
     print("  rest: execution on the paper broker, the record and the one-transaction commit.")
     print()
     rows = [

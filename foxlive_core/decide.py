@@ -3,7 +3,11 @@
 :func:`decide` is pure: it takes the cycle's inputs (features already turned
 into raw predictions), the book's buffers and portfolio, and returns every
 symbol's decision, its trace and the book's new buffers. It does no I/O, so
-the live engine, a replay and the benchmark run exactly the same code.
+the live engine, a replay and the benchmark run exactly the same code. The
+barrier classifiers are asked only at each symbol's chosen horizon, through
+the inputs' :class:`BarrierProbs`: a table made beforehand, or the models
+predicting then (the engine's way: a sixth of the rows when one horizon of six
+is chosen), with the same values either way.
 
 Shapes: Fam model families, H horizons, N symbols.
 """
@@ -11,6 +15,7 @@ Shapes: Fam model families, H horizons, N symbols.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -35,6 +40,30 @@ from foxlive_core.pipeline.standardize import zscore_cross_sectional, zscore_rol
 TRADE, HOLD, BLOCKED = "TRADE", "HOLD", "BLOCKED"
 
 
+class BarrierProbs(Protocol):
+    """A cycle's barrier-classifier probabilities."""
+
+    def at(self, best: np.ndarray) -> np.ndarray:
+        """(2, N) p_peak and p_valley of each symbol at its horizon ``best`` (N,); NaN where it is -1,
+        where the symbol's features are not finite or where that horizon has no barrier models."""
+
+    def table(self) -> np.ndarray:
+        """(H, 2, N) the same at every horizon."""
+
+
+@dataclass(frozen=True)
+class BarrierTable:
+    """Barrier probabilities made beforehand for every horizon, ``prob`` (H, 2, N)."""
+
+    prob: np.ndarray
+
+    def at(self, best: np.ndarray) -> np.ndarray:
+        return np.stack([select_horizon(self.prob[:, 0, :], best), select_horizon(self.prob[:, 1, :], best)])
+
+    def table(self) -> np.ndarray:
+        return self.prob
+
+
 @dataclass(frozen=True)
 class CycleInputs:
     """Everything a cycle decides from, gathered before any stage runs.
@@ -51,7 +80,7 @@ class CycleInputs:
     quote_age_s : (N,) seconds since each quote
     adv : (N,) average daily dollar volume
     raw_pred : (Fam, H, N) raw model predictions (decimal returns over h)
-    barrier_prob : (H, 2, N) p_peak, p_valley per horizon
+    barrier_prob : BarrierProbs, p_peak and p_valley of the barrier classifiers
     bar_repair : (N,) what is suspect about each symbol's bar at ``time``: '' (nothing), 'jump' (a move
         beyond ``market.max_bar_log_move`` from the previous close), 'filled' (missing, carried from the
         previous close) or 'repaired' (touched by the loader's repairs); such a bar may reduce a
@@ -70,7 +99,7 @@ class CycleInputs:
     quote_age_s: np.ndarray
     adv: np.ndarray
     raw_pred: np.ndarray
-    barrier_prob: np.ndarray
+    barrier_prob: BarrierProbs
     bar_repair: np.ndarray
 
 
@@ -371,8 +400,7 @@ def decide(
         exit_alpha, exit_margin = alpha_best, np.zeros(N)
 
     # 8. barrier gate at the chosen horizon
-    p_peak = select_horizon(inputs.barrier_prob[:, 0, :], best)
-    p_valley = select_horizon(inputs.barrier_prob[:, 1, :], best)
+    p_peak, p_valley = inputs.barrier_prob.at(best)
     bg = cfg.barrier_gate
     gate = barrier_gate(
         p_peak, p_valley, arb.direction, np.sign(portfolio.quantity), exit_alpha,

@@ -3,10 +3,12 @@
 :meth:`TradingEngine.run_cycle` runs one cycle of one book for the whole
 universe and commits it in one transaction of the state store.
 :meth:`TradingEngine.replay` runs a range of past cycles on a replay book: it
-gathers the inputs of every cycle in one batch (features over the whole range
-and one inference call per model; features are window-local, so they equal a
-live cycle's bit for bit) and then applies exactly the same
-:func:`foxlive_core.decide.decide` and execution as a live cycle.
+gathers the inputs of a session's cycles in one batch (features over the
+session and one inference call per return model; features are window-local, so
+they equal a live cycle's bit for bit) and then applies exactly the same
+:func:`foxlive_core.decide.decide` and execution as a live cycle. Live or
+replayed, a cycle runs the barrier classifiers only at the horizon it chose for
+each symbol.
 
 Quotes derived from bars (the simulated and historical markets) are judged
 against the bar: a quote older than one bar is stale. A real-time quote feed
@@ -37,12 +39,13 @@ from foxlive_core.config import FoxliveConfig
 from foxlive_core.data.protocol import MarketData
 from foxlive_core.data.types import BarPanel
 from foxlive_core.decide import (
-    BLOCKED, HOLD, TRADE, Buffers, CycleInputs, Decision, ModelInfo, Portfolio, align_buffers, decide, history_axes,
+    BLOCKED, HOLD, TRADE, BarrierProbs, BarrierTable, Buffers, CycleInputs, Decision, ModelInfo, Portfolio,
+    align_buffers, decide, history_axes,
 )
 from foxlive_core.errors import BrokerError, DataError, StateError
 from foxlive_core.cycle_table import CycleTableWriter
 from foxlive_core.features import FEATURE_NAMES, build_features, fill_missing_bars, required_history_bars
-from foxlive_core.models.store import ModelSet
+from foxlive_core.models.store import BarriersOnDemand, ModelSet
 from foxlive_core.pipeline.arbitrate import select_horizon
 from foxlive_core.pipeline.risk_checks import portfolio_risk
 from foxlive_core.portfolio import Holdings, LedgerEntry, fill_entry
@@ -331,12 +334,22 @@ class TradingEngine:
     def cycle_features(self, panel: BarPanel, times: pd.DatetimeIndex) -> np.ndarray:
         return cycle_features(self.cfg, panel, times)
 
-    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw predictions (H, Fam, C, N) and barrier probabilities (H, 2, C, N) for features X (C, N, F)."""
-        return self.models.predict_cycles(X)
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Raw predictions (H, Fam, C, N) of the return models for features X (C, N, F).
 
-    def iter_inputs(self, times: pd.DatetimeIndex, panel: BarPanel, X: np.ndarray, pred: np.ndarray, barrier: np.ndarray):
-        """Yield each cycle's CycleInputs from the batch pieces above."""
+        The barrier classifiers are not run here: each cycle predicts them at the horizons it
+        chooses (:class:`~foxlive_core.models.store.BarriersOnDemand`).
+        """
+        C, N, F = X.shape
+        return self.models.predict(X.reshape(C * N, F)).reshape(len(self.info.horizons), len(self.info.families), C, N)
+
+    def iter_inputs(self, times: pd.DatetimeIndex, panel: BarPanel, X: np.ndarray, pred: np.ndarray,
+                    barrier: np.ndarray | None = None):
+        """Yield each cycle's CycleInputs from the batch pieces above.
+
+        ``barrier`` (H, 2, C, N), when given, holds the barrier probabilities made beforehand (the
+        Dagster ``predictions`` asset); otherwise each cycle predicts them on demand.
+        """
         filled = fill_missing_bars(panel, self.cfg.market.max_fill_bars)
         rows = panel.times.get_indexer(times)
         sessions = self.market.calendar.session_dates(times).astype(str)
@@ -345,8 +358,9 @@ class TradingEngine:
         for c, t in enumerate(times):
             lo = max(0, rows[c] + 1 - L)
             window = slice(lo, rows[c] + 1)
+            probs = BarriersOnDemand(self.models, X[c]) if barrier is None else BarrierTable(barrier[:, :, c, :])
             yield self._inputs_from(t, sessions[c], panel.rows(window), filled.rows(window), X[c], pred[:, :, c, :],
-                                    barrier[:, :, c, :], mended[c])
+                                    probs, mended[c])
 
     def bar_repairs(self, panel: BarPanel, filled: BarPanel, rows: np.ndarray, times: pd.DatetimeIndex) -> np.ndarray:
         """(C, N) what is suspect about each symbol's bar at each cycle time (see CycleInputs.bar_repair):
@@ -368,10 +382,9 @@ class TradingEngine:
         times = pd.DatetimeIndex([to_utc(time)])
         panel = self.load_bars(times)
         X = self.cycle_features(panel, times)
-        pred, barrier = self.predict(X)
-        return next(self.iter_inputs(times, panel, X, pred, barrier))
+        return next(self.iter_inputs(times, panel, X, self.predict(X)))
 
-    def _inputs_from(self, t, session: str, window: BarPanel, filled: BarPanel, X, pred_hfn, barrier,
+    def _inputs_from(self, t, session: str, window: BarPanel, filled: BarPanel, X, pred_hfn, barrier: BarrierProbs,
                      bar_repair: np.ndarray) -> CycleInputs:
         quotes = self.market.quotes(self.symbols, t)
         real = np.isfinite(window.close)
@@ -798,8 +811,9 @@ class TradingEngine:
         ``bars_threadsafe``) are made on a worker thread while the caller steps through this
         chunk's cycles: inference releases the GIL, so on two cores it runs beside the decisions
         instead of before them. Any other source is asked only from the caller's thread. A
-        chunk's error is raised when its first cycle is due. ``raw_pred`` (H, Fam, C, N) over ``times``, when given, stands in for the
-        return models' predictions, which are then not computed (the barrier models still are).
+        chunk's error is raised when its first cycle is due. ``raw_pred`` (H, Fam, C, N) over
+        ``times``, when given, stands in for the return models' predictions, which are then not
+        computed (the barrier classifiers are run by each cycle either way).
         """
         sessions = self.market.calendar.session_dates(times)
         boundaries = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1]])
@@ -810,11 +824,7 @@ class TradingEngine:
             if panel is None:
                 panel = self.load_bars(chunk)
             X = self.cycle_features(panel, chunk)
-            if raw_pred is None:
-                pred, barrier = self.predict(X)
-            else:
-                pred, barrier = np.array(raw_pred[:, :, s0:s1]), self.models.predict_barrier_cycles(X)
-            return panel, X, pred, barrier
+            return panel, X, self.predict(X) if raw_pred is None else np.array(raw_pred[:, :, s0:s1])
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="foxlive-inputs")
         bars_on_worker = getattr(self.market, "bars_threadsafe", False)
@@ -835,10 +845,10 @@ class TradingEngine:
         try:
             ahead = start(0) if spans else None
             for k in range(len(spans)):
-                panel, X, pred, barrier = ahead.result()
+                panel, X, pred = ahead.result()
                 ahead = start(k + 1) if k + 1 < len(spans) else None
                 s0, s1 = spans[k]
-                yield from self.iter_inputs(times[s0:s1], panel, X, pred, barrier)
+                yield from self.iter_inputs(times[s0:s1], panel, X, pred)
         finally:
             # A consumer that stops early (an error, a halt, Ctrl-C) waits for at most the chunk in flight.
             pool.shutdown(wait=True, cancel_futures=True)

@@ -178,6 +178,33 @@ class ModelSet:
             out[i, j, valid] = pred
         return out
 
+    def predict_barriers_at(self, X: np.ndarray, best: np.ndarray) -> np.ndarray:
+        """Barrier probabilities (2, M) of each row at its own horizon: [0] p_peak, [1] p_valley.
+
+        ``best`` (M,) is each row's horizon index (-1: none). Only the rows with a horizon,
+        finite features and that horizon's models are predicted, each by its horizon's two
+        classifiers (the others are NaN): the values equal :meth:`predict_barriers` at those
+        horizons, at a sixth of its work when the rows share one horizon of six.
+        """
+        best = np.asarray(best)
+        out = np.full((2, X.shape[0]), np.nan)
+        valid = np.isfinite(X).all(axis=1) & (best >= 0)
+        jobs, where = [], []
+        for i, h in enumerate(self.horizons):
+            rows = np.flatnonzero(valid & (best == i))
+            if not len(rows):
+                continue
+            Xh = np.ascontiguousarray(X[rows])
+            for j, kind in enumerate(BARRIER_KINDS):
+                if (h, kind) in self.barrier_models:
+                    jobs.append((self.barrier_models[(h, kind)], Xh))
+                    where.append((j, rows))
+        # Their own threads: a replay's worker keeps the shared pool busy with the next session's
+        # return models, and a cycle must not queue behind them.
+        for (j, rows), pred in zip(where, predict_pairs(jobs, pool="barriers")):
+            out[j, rows] = pred
+        return out
+
     def predict_cycles(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw predictions (H, Fam, C, N) and barrier probabilities (H, 2, C, N) for features X (C, N, F)."""
         C, N, F = X.shape
@@ -190,7 +217,22 @@ class ModelSet:
         return self.predict_barriers(X.reshape(C * N, F)).reshape(len(self.horizons), 2, C, N)
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
+@dataclass(frozen=True)
+class BarriersOnDemand:
+    """A cycle's barrier probabilities (:class:`foxlive_core.decide.BarrierProbs`), predicted by ``models``
+    from the cycle's feature rows ``X`` (N, F) when the cycle asks for them."""
+
+    models: ModelSet
+    X: np.ndarray
+
+    def at(self, best: np.ndarray) -> np.ndarray:
+        return self.models.predict_barriers_at(self.X, best)
+
+    def table(self) -> np.ndarray:
+        return self.models.predict_barriers(self.X)
+
+
+_pools: dict[tuple[int, str], ThreadPoolExecutor] = {}
 
 
 def predict_each(models: list[FittedModel], X: np.ndarray) -> list[np.ndarray]:
@@ -201,14 +243,24 @@ def predict_each(models: list[FittedModel], X: np.ndarray) -> list[np.ndarray]:
     every row on its own, so a row's predictions do not depend on the other rows,
     on the thread that ran them or on the number of cores.
     """
+    return predict_pairs([(m, X) for m in models])
+
+
+def predict_pairs(jobs: list[tuple[FittedModel, np.ndarray]], pool: str = "inference") -> list[np.ndarray]:
+    """Each model's predictions for its own rows: ``jobs`` [(model, X (M_k, F))] -> [(M_k,)], in order.
+
+    Run as :func:`predict_each` runs its models: concurrently, one thread each, on the threads
+    of ``pool`` (one set of threads per name, as many as the cores).
+    """
     cores = compiled.available_cores()
-    if cores <= 1 or len(models) <= 1 or X.shape[0] == 0:
-        return [m.predict(X) for m in models]
+    if cores <= 1 or len(jobs) <= 1 or all(X.shape[0] == 0 for _, X in jobs):
+        return [m.predict(X) for m, X in jobs]
     # One pool per process id: a forked child inherits the pool object but not its threads.
-    pool = _pools.get(os.getpid())
-    if pool is None:
-        pool = _pools[os.getpid()] = ThreadPoolExecutor(max_workers=cores, thread_name_prefix="foxlive-inference")
-    return list(pool.map(lambda m: m.predict(X), models))
+    key = (os.getpid(), pool)
+    threads = _pools.get(key)
+    if threads is None:
+        threads = _pools[key] = ThreadPoolExecutor(max_workers=cores, thread_name_prefix=f"foxlive-{pool}")
+    return list(threads.map(lambda job: job[0].predict(job[1]), jobs))
 
 
 class ModelStore:

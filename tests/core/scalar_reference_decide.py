@@ -40,7 +40,7 @@ def scalar_args(inputs, buffers, portfolio) -> dict:
         "times": inputs.window_times.asi8.tolist(), "now": int(inputs.time.value),
         "close": inputs.close.tolist(), "valid": inputs.features_valid.tolist(),
         "vol": inputs.vol_per_bar.tolist(), "age": inputs.data_age_s.tolist(), "adv": inputs.adv.tolist(),
-        "barrier": inputs.barrier_prob.tolist(),
+        "barrier": inputs.barrier_prob.table().tolist(),
         "buffers": {name: value.tolist() for name, value in buffers.to_arrays().items()},
         "suspect": [str(x) for x in inputs.bar_repair],
         "qty": portfolio.quantity.tolist(), "mark": portfolio.mark.tolist(), "pv": float(portfolio.value),

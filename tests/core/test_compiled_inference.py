@@ -268,6 +268,43 @@ def test_any_split_and_order_of_the_rows_gives_the_same_predictions(loaded, cuts
     assert np.array_equal(loaded.predict_barriers(X[order]), loaded.predict_barriers(X)[:, :, order], equal_nan=True)
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**31 - 1), without=st.sampled_from([None, 0, 3]))
+def test_barriers_at_each_rows_horizon_equal_the_whole_table_there_and_predict_only_those_rows(loaded, seed,
+                                                                                               without):
+    # A cycle asks the barrier classifiers at each symbol's chosen horizon only: the same values as the
+    # table of every horizon, NaN for no horizon, no features or a horizon without barrier models.
+    rng = np.random.default_rng(seed)
+    X = _probe_features(2, 60)  # row 11 has a NaN feature
+    H = len(loaded.horizons)
+    best = rng.integers(-1, H, 60)
+    models = loaded
+    if without is not None:
+        h = loaded.horizons[without]
+        models = dataclasses.replace(loaded, barrier_models={k: m for k, m in loaded.barrier_models.items() if k[0] != h})
+    rows_asked = []
+    real = families.FittedModel.predict
+
+    def counting(self, rows):
+        rows_asked.append(len(rows))
+        return real(self, rows)
+
+    families.FittedModel.predict = counting
+    try:
+        at = models.predict_barriers_at(X, best)
+    finally:
+        families.FittedModel.predict = real
+    table = models.predict_barriers(X)
+    for j in range(2):
+        expected = np.array([table[b, j, i] if b >= 0 else np.nan for i, b in enumerate(best)])
+        assert np.array_equal(at[j], expected, equal_nan=True)
+    predicted = (best >= 0) & np.isfinite(X).all(axis=1)
+    if without is not None:
+        predicted &= best != without
+    assert sum(rows_asked) == 2 * predicted.sum() and np.isfinite(at[:, predicted]).all()
+    assert np.isnan(at[:, ~predicted]).all()
+
+
 def test_tampered_library_is_refused_and_a_deleted_one_rebuilt(run_copy):
     cfg, store, run_id, run_dir = run_copy
     library = run_dir / "15m" / "barrier_valley" / compiled.LIBRARY_FILE

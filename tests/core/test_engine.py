@@ -421,7 +421,7 @@ def test_given_return_predictions_stand_in_for_the_models_which_are_not_run(engi
     assert len(stood_in) == len(own) == C
     for c, (a, b) in enumerate(zip(own, stood_in)):
         np.testing.assert_array_equal(b.raw_pred, given[:, :, c, :].swapaxes(0, 1))  # (Fam, H, N)
-        np.testing.assert_array_equal(b.barrier_prob, a.barrier_prob)
+        np.testing.assert_array_equal(b.barrier_prob.table(), a.barrier_prob.table())
         np.testing.assert_array_equal(b.close, a.close)
         assert b.time == a.time and b.session == a.session
 

@@ -340,8 +340,7 @@ class TradingEngine:
         The barrier classifiers are not run here: each cycle predicts them at the horizons it
         chooses (:class:`~foxlive_core.models.store.BarriersOnDemand`).
         """
-        C, N, F = X.shape
-        return self.models.predict(X.reshape(C * N, F)).reshape(len(self.info.horizons), len(self.info.families), C, N)
+        return self.models.predict_return_cycles(X)
 
     def iter_inputs(self, times: pd.DatetimeIndex, panel: BarPanel, X: np.ndarray, pred: np.ndarray,
                     barrier: np.ndarray | None = None):

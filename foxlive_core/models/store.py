@@ -207,9 +207,12 @@ class ModelSet:
 
     def predict_cycles(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw predictions (H, Fam, C, N) and barrier probabilities (H, 2, C, N) for features X (C, N, F)."""
+        return self.predict_return_cycles(X), self.predict_barrier_cycles(X)
+
+    def predict_return_cycles(self, X: np.ndarray) -> np.ndarray:
+        """Raw predictions (H, Fam, C, N) of the return models for features X (C, N, F)."""
         C, N, F = X.shape
-        return (self.predict(X.reshape(C * N, F)).reshape(len(self.horizons), len(self.families), C, N),
-                self.predict_barrier_cycles(X))
+        return self.predict(X.reshape(C * N, F)).reshape(len(self.horizons), len(self.families), C, N)
 
     def predict_barrier_cycles(self, X: np.ndarray) -> np.ndarray:
         """Barrier probabilities (H, 2, C, N) for features X (C, N, F)."""

@@ -101,46 +101,63 @@ class FittedModel:
         return path
 
 
-def lightgbm_dataset(X: np.ndarray, y: np.ndarray, bins=None):
-    """Rows X (M, F) float64 without NaN and labels y (M,) as a LightGBM dataset for :func:`fit`.
+def lightgbm_params(cfg: FoxliveConfig, objective: str, seed: int) -> dict:
+    """The parameters of a LightGBM fit (``models.lightgbm``, one ``models.training.threads``)."""
+    p = cfg.models.lightgbm
+    return {
+        "objective": "binary" if objective == "binary" else "regression",
+        "learning_rate": p.learning_rate,
+        "num_leaves": p.num_leaves,
+        "min_data_in_leaf": p.min_data_in_leaf,
+        "feature_fraction": p.feature_fraction,
+        "bagging_fraction": p.bagging_fraction,
+        "bagging_freq": 1 if p.bagging_fraction < 1 else 0,
+        "lambda_l2": p.lambda_l2,
+        "seed": seed,
+        "deterministic": True,
+        "num_threads": cfg.models.training.threads,
+        "verbosity": -1,
+    }
 
-    LightGBM bins the rows when the fit constructs the dataset, finding each
-    feature's bins from them first; ``bins``, a dataset that a fit has
-    constructed from the very same rows X, lends its bins instead. The bins
-    depend only on the rows, so the dataset and the model are the same byte
-    for byte, and the dataset is made in 40 % of the time.
+
+def lightgbm_dataset(X: np.ndarray, y: np.ndarray, cfg: FoxliveConfig, objective: str, seed: int):
+    """Rows X (M, F) float64 without NaN and labels y (M,) as a constructed LightGBM dataset for :func:`fit`.
+
+    Constructed (binned) here with the parameters the fit will use, so that other fits of the
+    same rows can copy its binned rows (:func:`lightgbm_relabelled`) while it trains.
     """
     import lightgbm as lgb
 
-    return lgb.Dataset(X, label=y, reference=bins, free_raw_data=True)
+    return lgb.Dataset(X, label=y, params=lightgbm_params(cfg, objective, seed), free_raw_data=True).construct()
+
+
+def lightgbm_relabelled(binned, y: np.ndarray):
+    """The rows of the constructed dataset ``binned`` with labels y (M,) instead of its own.
+
+    A copy of its binned rows, without binning the raw rows again (a tenth of the time): a
+    fit on it gives the model that its own binning of the same rows gives, byte for byte.
+    The caller makes sure ``binned`` holds the rows it means (training keys datasets by rows).
+    """
+    if len(y) != binned.num_data():
+        raise ModelError(f"{len(y)} labels for a LightGBM dataset of {binned.num_data()} rows; "
+                         "relabel only a dataset of the same rows")
+    data = binned.subset(np.arange(binned.num_data(), dtype=np.int32)).construct()
+    data.set_label(y)
+    return data
 
 
 def fit(family: str, objective: str, X, y: np.ndarray, cfg: FoxliveConfig, seed: int) -> FittedModel:
     """Fit one model. X (M, F) float64 without NaN, y (M,) (returns, or 0/1 labels for ``binary``).
 
-    For LightGBM X may instead be :func:`lightgbm_dataset` of the rows; the fit constructs it.
+    For LightGBM X may instead be a dataset of the rows (:func:`lightgbm_dataset`, :func:`lightgbm_relabelled`).
     """
     check_family(family, "models.families")
     if family == "lightgbm":
         import lightgbm as lgb
 
-        p = cfg.models.lightgbm
-        params = {
-            "objective": "binary" if objective == "binary" else "regression",
-            "learning_rate": p.learning_rate,
-            "num_leaves": p.num_leaves,
-            "min_data_in_leaf": p.min_data_in_leaf,
-            "feature_fraction": p.feature_fraction,
-            "bagging_fraction": p.bagging_fraction,
-            "bagging_freq": 1 if p.bagging_fraction < 1 else 0,
-            "lambda_l2": p.lambda_l2,
-            "seed": seed,
-            "deterministic": True,
-            "num_threads": cfg.models.training.threads,
-            "verbosity": -1,
-        }
-        train_set = X if isinstance(X, lgb.Dataset) else lightgbm_dataset(X, y)
-        booster = lgb.train(params, train_set, num_boost_round=p.num_boost_round)
+        params = lightgbm_params(cfg, objective, seed)
+        train_set = X if isinstance(X, lgb.Dataset) else lightgbm_dataset(X, y, cfg, objective, seed)
+        booster = lgb.train(params, train_set, num_boost_round=cfg.models.lightgbm.num_boost_round)
         return FittedModel(family, objective, booster)
     if family == "xgboost":
         import xgboost as xgb

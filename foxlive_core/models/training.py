@@ -322,10 +322,10 @@ def _read_plan(data: Path) -> dict:
 
 
 class _RecentBins:
-    """The constructed LightGBM datasets of the last few row sets fitted in this process, by row-set key.
+    """The constructed LightGBM datasets of the last few row sets binned in this process, by row-set key.
 
     A horizon's tasks are queued together, so two entries serve two training threads; an
-    evicted entry costs only the time of finding the bins again.
+    evicted entry costs only the time of binning the rows again.
     """
 
     def __init__(self, size: int = 2) -> None:
@@ -394,12 +394,16 @@ def fit_training_task(cfg: FoxliveConfig, run_id: str, task: TrainingTask) -> di
     family = cfg.models.barrier_family if task.kind in BARRIER_KINDS else task.kind
     objective = "binary" if task.kind in BARRIER_KINDS else "regression"
     if family == "lightgbm":
-        # A horizon's return and barrier models train on the same rows: the first LightGBM fit finds
-        # their bins, the others borrow them (the same models, byte for byte).
+        # A horizon's return and barrier models train on the same rows: the first LightGBM task bins
+        # them, the others copy its binned rows with their own labels (the same models, byte for byte).
         key = _rows_key(tmp_dir, tr_idx)
-        train_set = families.lightgbm_dataset(np.asarray(Xf[tr_idx]), yf[tr_idx], _LIGHTGBM_BINS.get(key))
+        binned = _LIGHTGBM_BINS.get(key)
+        if binned is None:
+            train_set = families.lightgbm_dataset(np.asarray(Xf[tr_idx]), yf[tr_idx], cfg, objective, tcfg.seed)
+            _LIGHTGBM_BINS.keep(key, train_set)  # before the fit: a task running beside it borrows it already
+        else:
+            train_set = families.lightgbm_relabelled(binned, yf[tr_idx])
         model = families.fit(family, objective, train_set, yf[tr_idx], cfg, tcfg.seed)
-        _LIGHTGBM_BINS.keep(key, train_set)
     else:
         model = families.fit(family, objective, np.asarray(Xf[tr_idx]), yf[tr_idx], cfg, tcfg.seed)
     directory = tmp_dir / task.horizon / task.kind

@@ -215,9 +215,11 @@ def test_xgboost_fits_the_model_its_plain_dmatrix_would(make_config, objective):
     np.testing.assert_array_equal(fitted.inplace_predict(X), plain.inplace_predict(X))
 
 
-def test_lightgbm_models_that_borrow_the_bins_of_the_same_rows_are_the_same_models(make_config):
-    # A horizon's LightGBM return and barrier models fit the same rows: the barrier fits borrow the bins
-    # the return fit found. Borrowed bins must leave every model byte for byte as its own bins make it.
+def test_lightgbm_models_that_copy_the_binned_rows_of_another_fit_are_the_same_models(make_config):
+    # A horizon's LightGBM return and barrier models fit the same rows: the barrier fits copy the binned
+    # rows of the return fit with their own labels. That must leave every model byte for byte as its own
+    # binning of the rows makes it.
+    from foxlive_core.errors import ModelError
     from foxlive_core.models import families
 
     cfg = make_config({"models": {"lightgbm": {"num_boost_round": 30, "min_data_in_leaf": 20}}})
@@ -230,13 +232,13 @@ def test_lightgbm_models_that_borrow_the_bins_of_the_same_rows_are_the_same_mode
     def text(model):
         return model.native.model_to_string()
 
-    lender = families.lightgbm_dataset(X, y)
+    lender = families.lightgbm_dataset(X, y, cfg, "regression", 3)
     first = families.fit("lightgbm", "regression", lender, y, cfg, 3)
     assert text(first) == text(families.fit("lightgbm", "regression", X, y, cfg, 3))
-    borrowed = families.fit("lightgbm", "binary", families.lightgbm_dataset(X, label, lender), label, cfg, 3)
+    borrowed = families.fit("lightgbm", "binary", families.lightgbm_relabelled(lender, label), label, cfg, 3)
     assert text(borrowed) == text(families.fit("lightgbm", "binary", X, label, cfg, 3))
-    # Bins of other rows are other bins: borrowing is only for the same rows (training keys it by them).
-    other = families.lightgbm_dataset(X[:500] * 3, y[:500])
-    families.fit("lightgbm", "regression", other, y[:500], cfg, 3)
-    assert text(families.fit("lightgbm", "binary", families.lightgbm_dataset(X, label, other), label, cfg, 3)) \
-        != text(borrowed)
+    # The copy fits the labels it was given, not the lender's.
+    assert text(borrowed) != text(families.fit("lightgbm", "binary", families.lightgbm_relabelled(lender, 1 - label),
+                                               1 - label, cfg, 3))
+    with pytest.raises(ModelError, match="5999 labels for a LightGBM dataset of 6000 rows"):
+        families.lightgbm_relabelled(lender, label[:-1])

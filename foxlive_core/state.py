@@ -23,8 +23,9 @@ whole, and between two whole writes a live cycle stores only what it changed:
 a history buffer whose rows each either stayed or moved one slot along with a
 new newest value is saved as that row mask and those values
 (:func:`shift_delta`), a few per cent of its bytes; the load applies the deltas
-in order (:func:`apply_shift_delta`), bit for bit. After
-:data:`ARRAY_DELTA_LIMIT` deltas the buffers are written whole again.
+in order (:func:`apply_shift_delta`), bit for bit. A history holding
+:data:`ARRAY_DELTA_LIMIT` deltas is written whole again, one history a commit,
+so that the whole writes of a book's buffers fall on different cycles.
 
 Durability: stdlib ``sqlite3`` in WAL mode with ``synchronous=FULL``, so a
 committed cycle survives a power cut as well as a killed process. The schema
@@ -351,8 +352,9 @@ def _read_only(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-# Deltas a book keeps before its buffers are written whole again: a live cycle then writes about
-# 1/ARRAY_DELTA_LIMIT of the whole buffers on average, and a load applies at most this many.
+# Deltas a history buffer keeps before it is written whole again (one buffer a commit): a live cycle
+# then writes about 1/ARRAY_DELTA_LIMIT of the whole buffers on average, and a load applies about this
+# many per buffer (at most this plus the number of history buffers less one).
 ARRAY_DELTA_LIMIT = 32
 
 
@@ -684,8 +686,8 @@ class StateStore:
         ``histories`` names the buffers that are histories, with their slot axis: when
         this connection holds the buffers as stored and each of those changed by at most
         one slot per row, only those changes are written (:func:`shift_delta`), and
-        every other buffer whole; otherwise, and every :data:`ARRAY_DELTA_LIMIT` deltas,
-        all of them whole.
+        every other buffer whole (a history holding :data:`ARRAY_DELTA_LIMIT` deltas too,
+        one a commit); otherwise all of them whole.
         """
         if not records:
             raise StateError(f"book {state.book!r}: nothing to commit")
@@ -780,17 +782,25 @@ class StateStore:
     @staticmethod
     def _write_arrays(c: sqlite3.Connection, state: BookState, deltas: dict | None, histories: dict[str, int]) -> None:
         """Store the book's buffers: ``deltas`` (see :func:`_buffer_deltas`) and the buffers that are not
-        ``histories`` whole (a history without a delta did not change), or all of them whole."""
-        n_deltas = c.execute("SELECT COUNT(DISTINCT seq) FROM book_array_deltas WHERE book=?", (state.book,)).fetchone()[0]
-        if deltas is None or n_deltas >= ARRAY_DELTA_LIMIT:
+        ``histories`` whole (a history without a delta did not change), or all of them whole.
+
+        Once a history holds :data:`ARRAY_DELTA_LIMIT` deltas it is written whole again, at most one
+        history a commit (the one holding the most): their whole writes fall on different commits,
+        so no live cycle writes every buffer at once.
+        """
+        held = dict(c.execute("SELECT name, COUNT(*) FROM book_array_deltas WHERE book=? GROUP BY name", (state.book,)))
+        if deltas is None:
             c.execute("DELETE FROM book_array_deltas WHERE book=?", (state.book,))
             whole = state.arrays
         else:
-            whole = {n: a for n, a in state.arrays.items() if n not in histories}
+            most = max(held, key=lambda n: (held[n], n), default=None)
+            compact = {most} if most is not None and held[most] >= ARRAY_DELTA_LIMIT else set()
+            whole = {n: a for n, a in state.arrays.items() if n not in histories or n in compact}
+            c.executemany("DELETE FROM book_array_deltas WHERE book=? AND name=?", [(state.book, n) for n in compact])
             c.executemany(
                 "INSERT INTO book_array_deltas (book, seq, name, axis, moved, newest) VALUES (?, ?, ?, ?, ?, ?)",
                 [(state.book, state.cycle_count, n, axis, array_to_blob(moved), array_to_blob(newest))
-                 for n, (axis, moved, newest) in deltas.items()],
+                 for n, (axis, moved, newest) in deltas.items() if n not in compact],
             )
         c.executemany("INSERT OR REPLACE INTO book_arrays (book, name, data) VALUES (?, ?, ?)",
                       [(state.book, n, array_to_blob(a)) for n, a in whole.items()])

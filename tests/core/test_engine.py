@@ -502,27 +502,21 @@ def test_bars_load_on_the_worker_only_from_a_threadsafe_source_and_their_errors_
 def test_live_cycles_store_buffer_deltas_that_read_back_bit_for_bit(engine_home, monkeypatch):
     # Between whole writes a live cycle stores only what it changed in the history buffers; a fresh
     # connection (another process) must read back exactly the buffers the engine holds, every cycle.
+    # A history holding 4 deltas (the limit here) is written whole again, one history a cycle.
     import foxlive_core.state as state_module
 
     monkeypatch.setattr(state_module, "ARRAY_DELTA_LIMIT", 4)
     engine = engine_home(ACTIVE)
-    kept = [0]
-    real_write = StateStore._write_arrays
-
-    def write(c, state, deltas, histories):
-        kept[0] = c.execute("SELECT COUNT(DISTINCT seq) FROM book_array_deltas WHERE book=?", (state.book,)).fetchone()[0]
-        return real_write(c, state, deltas, histories)
-
-    monkeypatch.setattr(StateStore, "_write_arrays", staticmethod(write))
-    counts, delta_bytes = [], []
+    histories = set(engine._histories)
+    held_counts, delta_bytes = [], []
     whole_bytes = None
-    for t in bar_times(engine, DAY1, 11):
+    for t in bar_times(engine, DAY1, 14):
         engine.run_cycle("live", t)
         held = engine.store.load("live").arrays
         fresh = StateStore(engine.cfg.state_path)
         try:
             back = fresh.load("live").arrays
-            rows = fresh._conn.execute("SELECT seq, length(moved) + length(newest) FROM book_array_deltas "
+            rows = fresh._conn.execute("SELECT name, seq, length(moved) + length(newest) FROM book_array_deltas "
                                        "WHERE book='live'").fetchall()
             whole_bytes = fresh._conn.execute("SELECT SUM(length(data)) FROM book_arrays WHERE book='live'").fetchone()[0]
         finally:
@@ -530,12 +524,27 @@ def test_live_cycles_store_buffer_deltas_that_read_back_bit_for_bit(engine_home,
         assert back.keys() == held.keys()
         for name in held:
             assert back[name].tobytes() == held[name].tobytes() and back[name].shape == held[name].shape, name
-        counts.append(len({seq for seq, _ in rows}))
-        delta_bytes.append(sum(size for _, size in rows))
-    # The first commit writes whole (nothing stored before); then deltas, whole again after 4 of them.
-    assert counts == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0]
-    assert max(delta_bytes) < 0.5 * whole_bytes
-    assert kept[0] == 4
+        held_counts.append({name: sum(1 for n, _, _ in rows if n == name) for name in histories})
+        newest = max((seq for _, seq, _ in rows), default=None)
+        delta_bytes.append(sum(size for _, seq, size in rows if seq == newest))  # what this cycle wrote
+    # The first commit writes whole (nothing stored before); then deltas. A history holding 4 (the most of
+    # all; ties by name, largest first) is written whole again, one history a cycle, never more.
+    assert set(held_counts[0].values()) == {0}
+    rewrites = []
+    for k in range(1, len(held_counts)):
+        before, after = held_counts[k - 1], held_counts[k]
+        rewritten = [n for n in histories if after[n] < before[n]]
+        assert len(rewritten) <= 1
+        if rewritten:
+            (name,) = rewritten
+            assert after[name] == 0 and before[name] >= 4
+            assert name == max(histories, key=lambda n: (before[n], n))
+            rewrites.append(k)
+        assert all(after[n] - before[n] in (0, 1) for n in histories if n not in rewritten)
+        assert max(after.values()) <= 4 + len(histories) - 1
+    assert len(rewrites) >= 5
+    assert len(histories) >= 8
+    assert max(delta_bytes) < 0.1 * whole_bytes
 
 
 def test_a_live_cycles_table_is_lz4_and_a_replayed_sessions_zstd(engine_home):

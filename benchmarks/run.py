@@ -28,6 +28,7 @@ Nothing is asserted. ``python benchmarks/run.py [--quick] [--json PATH]``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import subprocess
 import sys
@@ -44,6 +45,7 @@ from foxlive_core.data.simulated import SimulatedMarket
 from foxlive_core.engine import TradingEngine
 from foxlive_core.models.store import ModelStore
 from foxlive_core.models.training import train_models
+from foxlive_core.runtime import freeze_long_lived_objects
 from foxlive_core.state import StateStore
 
 TRAIN_SYMBOLS = 50
@@ -92,6 +94,7 @@ def cycle_latency(cfg, models, n: int, warmup: int, cycles: int, home) -> dict:
     engine.predict = predict
     barriers = models.predict_barriers_at = Timed(models.predict_barriers_at)
     rows = []
+    freeze_long_lived_objects()  # as `foxlive run` does after its set-up
     try:
         for c, t in enumerate(times):
             before, before_b = predict.seconds, barriers.seconds
@@ -106,6 +109,7 @@ def cycle_latency(cfg, models, n: int, warmup: int, cycles: int, home) -> dict:
                              "whole": whole})
     finally:
         del models.predict_barriers_at
+        gc.unfreeze()
     engine.store.close()
     return {k: {"p50": pct([r[k] for r in rows], 50), "p99": pct([r[k] for r in rows], 99)} for k in rows[0]}
 

@@ -211,9 +211,10 @@ def training_text(result, families) -> str:
 
 
 def cmd_run(cfg, args) -> int:
-    from foxlive_core.runtime import open_engine
+    from foxlive_core.runtime import freeze_long_lived_objects, open_engine
 
     engine = open_engine(cfg)
+    freeze_long_lived_objects()
     book = args.book or cfg.book
     engine.ensure_book(book)
     state = engine.store.load(book)
@@ -248,9 +249,10 @@ def cmd_run(cfg, args) -> int:
 
 
 def cmd_replay(cfg, args) -> int:
-    from foxlive_core.runtime import open_engine
+    from foxlive_core.runtime import freeze_long_lived_objects, open_engine
 
     engine = open_engine(cfg)
+    freeze_long_lived_objects()
     _print_repairs(engine.market)
     start = resolve_bar(engine.market, args.start, end_of_day=False)
     end = resolve_bar(engine.market, args.end, end_of_day=True)

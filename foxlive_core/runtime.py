@@ -6,6 +6,8 @@ two never wire foxlive differently.
 
 from __future__ import annotations
 
+import gc
+
 import pandas as pd
 
 from foxlive_core.config import FoxliveConfig
@@ -38,6 +40,18 @@ def open_engine(cfg: FoxliveConfig, market: MarketData | None = None, run_id: st
     store = ModelStore(cfg.models_root)
     models = store.load(run_id, cfg) if run_id else store.load_active(cfg)
     return TradingEngine(cfg, market, models, StateStore(cfg.state_path), symbols=symbols)
+
+
+def freeze_long_lived_objects() -> None:
+    """Keep the objects alive now (modules, models, the engine) out of the garbage collector's full passes.
+
+    Call once in a long-running process, after its set-up (``foxlive run``, ``foxlive replay``). A full
+    pass walks every tracked object, these included: about 50 ms, at whichever cycle it falls on (two
+    of 70 live 500-symbol cycles, each ~50 ms itself). Frozen objects are still freed by reference
+    counting; only reference cycles among them are kept.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def session_bounds(market: MarketData, end, sessions: int) -> tuple[pd.Timestamp, pd.Timestamp]:

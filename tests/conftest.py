@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 from pathlib import Path
 
@@ -24,6 +25,15 @@ def pytest_configure(config):
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def _no_frozen_objects_after_a_test():
+    """The CLI's run and replay commands freeze the process's objects (runtime.freeze_long_lived_objects);
+    in the suite's process that would keep every later test's reference cycles out of the collector."""
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
 
 
 def write_config(directory: Path, overrides: dict | None = None, symbols: list[str] | None = None) -> Path:

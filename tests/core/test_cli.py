@@ -91,7 +91,10 @@ def test_replay_status_explain_halt_resume(cli_env, capsys):
 
 
 def test_run_cycles_on_a_new_book(cli_env, capsys):
+    import gc
+
     assert cli_env("run", "--cycles", "2", "--book", "paper1", "--start", "2025-05-01T14:35:00Z", "--no-wait") == 0
+    assert gc.get_freeze_count() > 0  # the set-up's objects left the collector's full passes
     out = capsys.readouterr().out
     assert "2025-05-01 14:35:00+00:00" in out and "2025-05-01 14:40:00+00:00" in out
     assert cli_env("run", "--cycles", "1", "--book", "paper1", "--no-wait") == 0
@@ -198,3 +201,28 @@ def test_the_demo_trains_replays_and_says_what_the_book_captured(tmp_path, monke
     columns = ["cycle_time", "cash", "portfolio_value", "n_orders", "n_fills", "fees"]
     assert store.cycles("oracle_here")[columns].equals(store.cycles("demo_oracle")[columns])
     assert store.cycles("demo_oracle")["n_fills"].sum() > 0
+
+
+def test_freezing_the_set_up_collects_its_garbage_first_and_leaves_later_objects_to_the_collector():
+    import gc
+    import weakref
+
+    from foxlive_core.runtime import freeze_long_lived_objects
+
+    class Node:
+        pass
+
+    kept = [Node()]
+    cycle = Node()
+    cycle.self = cycle  # garbage only the collector can free
+    gone = weakref.ref(cycle)
+    del cycle
+    try:
+        freeze_long_lived_objects()
+        assert gone() is None
+        assert not any(o is kept for o in gc.get_objects())  # frozen: out of every generation's passes
+        later = [Node()]
+        assert any(o is later for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
+    assert any(o is kept for o in gc.get_objects())

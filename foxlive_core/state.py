@@ -788,11 +788,12 @@ class StateStore:
         history a commit (the one holding the most): their whole writes fall on different commits,
         so no live cycle writes every buffer at once.
         """
-        held = dict(c.execute("SELECT name, COUNT(*) FROM book_array_deltas WHERE book=? GROUP BY name", (state.book,)))
         if deltas is None:
             c.execute("DELETE FROM book_array_deltas WHERE book=?", (state.book,))
             whole = state.arrays
         else:
+            held = dict(c.execute("SELECT name, COUNT(*) FROM book_array_deltas WHERE book=? GROUP BY name",
+                                  (state.book,)))
             most = max(held, key=lambda n: (held[n], n), default=None)
             compact = {most} if most is not None and held[most] >= ARRAY_DELTA_LIMIT else set()
             whole = {n: a for n, a in state.arrays.items() if n not in histories or n in compact}
